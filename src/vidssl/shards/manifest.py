@@ -1,0 +1,84 @@
+"""`manifest.json`: the record that makes a stage output exist. Written last, read first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vidssl.store import ObjectStore, StoreError, StoreKeyNotFound
+
+MANIFEST_NAME = "manifest.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShardEntry(_Record):
+    name: str  # relative to the output prefix: "<split>/shard-000000.tar"
+    samples: int
+    bytes: int
+    sha256: str
+
+
+class SplitEntry(_Record):
+    shards: list[ShardEntry] = Field(default_factory=list)
+
+    @property
+    def samples(self) -> int:
+        return sum(shard.samples for shard in self.shards)
+
+    @property
+    def bytes(self) -> int:
+        return sum(shard.bytes for shard in self.shards)
+
+
+class SkippedInput(_Record):
+    input: str
+    reason: str
+
+
+class Manifest(_Record):
+    stage: str
+    stage_version: int
+    digest: str
+    dataset: str
+    config: dict = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    package_version: str
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    splits: dict[str, SplitEntry] = Field(default_factory=dict)
+    skipped: list[SkippedInput] = Field(default_factory=list)
+    #: stage-specific summary (per-video records, counts, ...)
+    details: dict = Field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        return sum(split.samples for split in self.splits.values())
+
+
+def manifest_key(prefix: str) -> str:
+    return f"{prefix}/{MANIFEST_NAME}"
+
+
+def read_manifest(store: ObjectStore, prefix: str) -> Manifest:
+    """The manifest of the output at `prefix`; a clear error when the stage has not finished."""
+    key = manifest_key(prefix)
+    try:
+        text = store.get_text(key)
+    except StoreKeyNotFound:
+        raise StoreError(
+            f"{store.url(prefix)}: no {MANIFEST_NAME}: this stage output was never finished "
+            "(run its stage again; unfinished shards are never read)"
+        ) from None
+    try:
+        return Manifest.model_validate_json(text)
+    except ValueError as exc:
+        raise StoreError(f"{store.url(key)}: not a valid manifest: {exc}") from None
+
+
+def find_manifest(store: ObjectStore, prefix: str) -> Manifest | None:
+    if not store.exists(manifest_key(prefix)):
+        return None
+    return read_manifest(store, prefix)

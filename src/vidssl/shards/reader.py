@@ -1,0 +1,238 @@
+"""Reading a stage output's shards back, streamed from the store through WebDataset.
+
+Shards are listed from the manifest (never by listing the bucket), opened through the `s3`
+gopen handler registered here (a streaming GET, no temporary files), checked against the
+manifest's byte count and sha256 as they stream, and grouped into samples. Shuffling, splitting
+by node and by DataLoader worker, and endless resampling come from WebDataset's pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import random
+import sys
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import BinaryIO
+
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+# `webdataset.gopen` the attribute is the function; the module holds the scheme table.
+wds_gopen = importlib.import_module("webdataset.gopen")
+
+from vidssl.shards.manifest import Manifest, read_manifest
+from vidssl.store import ObjectStore, StoreError, open_store
+
+
+class ShardReadError(RuntimeError):
+    """A shard is truncated or corrupt; the message names its URL and the last good sample."""
+
+
+# -- gopen handlers -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _store_for_bucket(bucket: str) -> ObjectStore:
+    return open_store(f"s3://{bucket}")
+
+
+def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: object) -> BinaryIO:
+    """WebDataset handler for `s3://bucket/key`: a streaming GET through the minio SDK."""
+    if mode != "rb":
+        raise ValueError(f"{url}: the s3 gopen handler only reads; write with vidssl.shards")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    return _store_for_bucket(bucket).stream(key)
+
+
+def refuse_pipe(url: str, *_: object, **__: object) -> BinaryIO:
+    raise ValueError(f"{url!r}: the pipe: scheme is disabled (a shard URL never runs a command)")
+
+
+def register_gopen_handlers() -> None:
+    wds_gopen.gopen_schemes["s3"] = gopen_s3
+    wds_gopen.gopen_schemes["pipe"] = refuse_pipe
+
+
+register_gopen_handlers()
+
+
+# -- verified streaming ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    url: str
+    bytes: int
+    sha256: str
+
+
+class _VerifyingReader(io.RawIOBase):
+    """Passes bytes through, hashing them; `verify()` compares size and sha256 at the end."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._hash.update(data)
+        self.count += n
+        return n
+
+    def drain(self) -> None:
+        while self._raw.read(1 << 20):
+            pass
+
+    def verify(self, shard: ShardRef) -> str | None:
+        while True:  # tar readers stop at the end-of-archive marker: hash the padding too
+            data = self._raw.read(1 << 20)
+            if not data:
+                break
+            self._hash.update(data)
+            self.count += len(data)
+        if self.count != shard.bytes:
+            return f"{self.count} bytes read, manifest says {shard.bytes} (truncated?)"
+        if self._hash.hexdigest() != shard.sha256:
+            return "sha256 differs from the manifest (corrupt)"
+        return None
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    key, dot, field = name.partition(".")
+    if not dot:
+        raise tarfile.ReadError(f"member {name!r} has no field extension")
+    return key, field
+
+
+def samples_from_shard(shard: ShardRef) -> Iterator[dict]:
+    """Samples of one shard, in order; raises ShardReadError naming the URL and last good key."""
+    last_good = None
+    sample: dict | None = None
+    try:
+        raw = wds_gopen.gopen(shard.url, "rb")
+    except StoreError as exc:
+        raise ShardReadError(f"{shard.url}: cannot open: {exc}") from None
+    stream = _VerifyingReader(raw)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                key, field = _split_member(member.name)
+                if sample is not None and sample["__key__"] != key:
+                    last_good = sample["__key__"]
+                    yield sample
+                    sample = None
+                if sample is None:
+                    sample = {"__key__": key, "__url__": shard.url}
+                handle = tar.extractfile(member)
+                assert handle is not None
+                sample[field] = handle.read()
+        problem = stream.verify(shard)
+    except (tarfile.TarError, OSError, EOFError, StoreError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    finally:
+        stream.close()
+    if problem:
+        after = f"after sample {last_good!r}" if last_good else "before its first sample"
+        raise ShardReadError(f"{shard.url}: corrupt or truncated shard, {after}: {problem}")
+    if sample is not None:
+        yield sample
+
+
+def _expand_shards(shards: Iterable[ShardRef]) -> Iterator[dict]:
+    for shard in shards:
+        yield from samples_from_shard(shard)
+
+
+# -- shard sources and the pipeline ---------------------------------------------------------------
+
+
+class _ShardList(IterableDataset):
+    """Yields the shards once per epoch, optionally shuffled with an epoch-dependent seed."""
+
+    def __init__(self, shards: list[ShardRef], shuffle: bool, seed: int) -> None:
+        self.shards = shards
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = -1
+
+    def __iter__(self) -> Iterator[ShardRef]:
+        self.epoch += 1
+        order = list(self.shards)
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        yield from order
+
+
+class _ResampledShardList(IterableDataset):
+    """Draws shards with replacement, forever (or `count` times): for fixed-step training."""
+
+    def __init__(self, shards: list[ShardRef], seed: int, count: int = sys.maxsize) -> None:
+        self.shards = shards
+        self.seed = seed
+        self.count = count
+
+    def __iter__(self) -> Iterator[ShardRef]:
+        _, _, worker, _ = wds.utils.pytorch_worker_info()
+        rng = random.Random(self.seed * 1000 + worker)
+        for _ in range(self.count):
+            yield rng.choice(self.shards)
+
+
+def shard_refs(store: ObjectStore, prefix: str, manifest: Manifest, split: str) -> list[ShardRef]:
+    if split not in manifest.splits:
+        raise KeyError(
+            f"{store.url(prefix)}: no split {split!r}; it has {sorted(manifest.splits)}"
+        )
+    return [
+        ShardRef(store.url(f"{prefix}/{entry.name}"), entry.bytes, entry.sha256)
+        for entry in manifest.splits[split].shards
+    ]
+
+
+def read_split(
+    store: ObjectStore,
+    prefix: str,
+    split: str,
+    *,
+    shuffle_shards: bool = False,
+    shuffle_buffer: int = 0,
+    resampled: bool = False,
+    seed: int = 0,
+    split_by_node: bool = True,
+    split_by_worker: bool = True,
+) -> wds.DataPipeline:
+    """An iterable (and torch IterableDataset) over one split's samples: dicts of raw bytes."""
+    manifest = read_manifest(store, prefix)
+    shards = shard_refs(store, prefix, manifest, split)
+    source = _ResampledShardList(shards, seed) if resampled else _ShardList(shards, shuffle_shards, seed)
+    stages: list = [source]
+    if split_by_node and not resampled:
+        stages.append(wds.split_by_node)
+    if split_by_worker and not resampled:
+        stages.append(wds.split_by_worker)
+    stages.append(_expand_shards)
+    if shuffle_buffer > 0:
+        stages.append(wds.shuffle(shuffle_buffer, seed=seed))
+    return wds.DataPipeline(*stages)
+
+
+def decode_json(sample: dict, field: str = "meta.json") -> dict:
+    return json.loads(sample[field])

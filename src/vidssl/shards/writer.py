@@ -1,0 +1,228 @@
+"""Writing WebDataset tar shards into the store, and publishing a stage output.
+
+`ShardWriter` fills one split's shards (`shard-%06d.tar`, bounded by samples and bytes) and
+uploads each finished shard in a background thread while the next one fills.
+`OutputWriter` owns the splits of one stage output and writes `manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from vidssl import __version__
+from vidssl.shards.manifest import Manifest, ShardEntry, SkippedInput, SplitEntry, manifest_key
+from vidssl.store import ObjectStore
+
+SHARD_PATTERN = "shard-%06d.tar"
+
+SampleValue = bytes | str | dict | list | np.ndarray
+
+
+class SampleKeyError(ValueError):
+    pass
+
+
+def encode_field(name: str, value: SampleValue) -> bytes:
+    """Bytes for one sample field; the field's extension says how readers decode it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if isinstance(value, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        return buffer.getvalue()
+    raise TypeError(f"field {name!r}: cannot encode {type(value).__name__}")
+
+
+def check_sample_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise SampleKeyError(f"sample key must be a non-empty string, got {key!r}")
+    if "." in key or "/" in key:
+        raise SampleKeyError(
+            f"sample key {key!r} contains '.' or '/': WebDataset splits a key at its first dot"
+        )
+    return key
+
+
+class _TarBuilder:
+    """One shard being filled in memory, with reproducible member headers."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.USTAR_FORMAT)
+        self.samples = 0
+
+    def add(self, member: str, data: bytes) -> None:
+        info = tarfile.TarInfo(member)
+        info.size = len(data)
+        info.mode = 0o644
+        info.mtime = 0
+        self.tar.addfile(info, io.BytesIO(data))
+
+    @property
+    def size(self) -> int:
+        return self.buffer.tell()
+
+    def finish(self) -> bytes:
+        self.tar.close()
+        return self.buffer.getvalue()
+
+
+class ShardWriter:
+    """Writes samples of one split to `<prefix>/<split>/shard-%06d.tar`."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        split: str,
+        *,
+        max_samples: int = 1000,
+        max_bytes: int = 256 << 20,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.split = split
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        self.entries: list[ShardEntry] = []
+        self._current: _TarBuilder | None = None
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-upload")
+        self._pending: Future[None] | None = None
+        self._seen_keys: set[str] = set()
+        self._closed = False
+
+    def write(self, sample: Mapping[str, SampleValue]) -> None:
+        key = check_sample_key(sample.get("__key__"))
+        if key in self._seen_keys:
+            raise SampleKeyError(f"sample key {key!r} written twice to split {self.split!r}")
+        self._seen_keys.add(key)
+        fields = {}
+        for name, value in sample.items():
+            if name.startswith("__"):
+                continue
+            fields[f"{key}.{name}"] = encode_field(name, value)
+        size = sum(len(data) + 1024 for data in fields.values())
+        current = self._current
+        if current is not None and (
+            current.samples >= self.max_samples or current.size + size > self.max_bytes
+        ):
+            self._flush()
+        if self._current is None:
+            self._current = _TarBuilder()
+        for member, data in fields.items():
+            self._current.add(member, data)
+        self._current.samples += 1
+
+    def _flush(self) -> None:
+        builder, self._current = self._current, None
+        if builder is None or builder.samples == 0:
+            return
+        data = builder.finish()
+        name = f"{self.split}/{SHARD_PATTERN % len(self.entries)}"
+        self.entries.append(
+            ShardEntry(
+                name=name,
+                samples=builder.samples,
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        self._wait_pending()
+        self._pending = self._uploader.submit(self.store.put, f"{self.prefix}/{name}", data)
+
+    def _wait_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> SplitEntry:
+        if not self._closed:
+            self._flush()
+            self._wait_pending()
+            self._uploader.shutdown()
+            self._closed = True
+        return SplitEntry(shards=self.entries)
+
+    def abort(self) -> None:
+        self._current = None
+        if self._pending is not None:
+            self._pending.cancel()
+        self._uploader.shutdown(wait=True)
+        self._closed = True
+
+
+class OutputWriter:
+    """One stage output: shards per split, then `manifest.json` last (the commit point)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        *,
+        stage: str,
+        stage_version: int,
+        digest: str,
+        dataset: str,
+        config: dict,
+        inputs: list[str],
+        max_samples: int = 1000,
+        max_bytes: int = 256 << 20,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self._header = dict(
+            stage=stage,
+            stage_version=stage_version,
+            digest=digest,
+            dataset=dataset,
+            config=config,
+            inputs=inputs,
+        )
+        self._limits = dict(max_samples=max_samples, max_bytes=max_bytes)
+        self._splits: dict[str, ShardWriter] = {}
+        self.skipped: list[SkippedInput] = []
+        self.details: dict = {}
+
+    @property
+    def url(self) -> str:
+        return self.store.url(self.prefix)
+
+    def split(self, name: str) -> ShardWriter:
+        if name not in self._splits:
+            if not name or "/" in name or "." in name:
+                raise ValueError(f"split name {name!r} must be a plain word")
+            self._splits[name] = ShardWriter(self.store, self.prefix, name, **self._limits)
+        return self._splits[name]
+
+    def write(self, split: str, sample: Mapping[str, SampleValue]) -> None:
+        self.split(split).write(sample)
+
+    def skip(self, source: str, reason: str) -> None:
+        self.skipped.append(SkippedInput(input=source, reason=reason))
+
+    def publish(self) -> Manifest:
+        splits = {name: writer.close() for name, writer in sorted(self._splits.items())}
+        manifest = Manifest(
+            **self._header,
+            package_version=__version__,
+            splits=splits,
+            skipped=self.skipped,
+            details=self.details,
+        )
+        self.store.put_text(manifest_key(self.prefix), manifest.model_dump_json(indent=2))
+        return manifest
+
+    def abort(self) -> None:
+        for writer in self._splits.values():
+            writer.abort()

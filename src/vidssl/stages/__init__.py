@@ -1,0 +1,1 @@
+"""Pipeline stages: plain functions `run(experiment, ...)` that read and write stage outputs."""

@@ -1,0 +1,79 @@
+"""`file://` backend: the same interface over a folder, for unit tests and laptops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from vidssl.store.base import ObjectInfo, ObjectStore, StoreError, StoreKeyNotFound
+
+_PARTIAL_SUFFIX = ".partial"
+
+
+class FileStore(ObjectStore):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.base_url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StoreError(f"file store {self.root}: key {key!r} escapes the store root")
+        return path
+
+    def _atomic_write(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put(self, key: str, data: bytes) -> None:
+        self._atomic_write(key, lambda handle: handle.write(data))
+
+    def put_file(self, key: str, path: str) -> None:
+        def copy(handle: BinaryIO) -> None:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+
+        self._atomic_write(key, copy)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreKeyNotFound(f"file store {self.root}: key {key!r}: no such object") from None
+
+    def stream(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes the stream
+        except FileNotFoundError:
+            raise StoreKeyNotFound(f"file store {self.root}: key {key!r}: no such object") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.endswith(_PARTIAL_SUFFIX):
+                    continue
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, path.stat().st_size))
+        yield from sorted(found, key=lambda info: info.key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
