@@ -144,6 +144,8 @@ def samples_from_shard(shard: ShardRef) -> Iterator[dict]:
                 handle = tar.extractfile(member)
                 assert handle is not None
                 sample[field] = handle.read()
+        if sample is not None:  # the archive ended cleanly: its last sample is complete
+            last_good = sample["__key__"]
         problem = stream.verify(shard)
     except (tarfile.TarError, OSError, EOFError, StoreError) as exc:
         problem = f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ from vidssl.shards.manifest import Manifest, ShardEntry, SkippedInput, SplitEntr
 from vidssl.store import ObjectStore
 
 SHARD_PATTERN = "shard-%06d.tar"
+_TAR_BLOCK = 512  # a member takes one header block plus its data rounded up to blocks
 
 SampleValue = bytes | str | dict | list | np.ndarray
 
@@ -79,7 +80,11 @@ class _TarBuilder:
 
 
 class ShardWriter:
-    """Writes samples of one split to `<prefix>/<split>/shard-%06d.tar`."""
+    """Writes samples of one split to `<prefix>/<split>/shard-%06d.tar`.
+
+    A shard closes before it would pass `max_samples` or `max_bytes` of members (tar then pads
+    the archive to a multiple of 10 KiB); a sample larger than `max_bytes` gets a shard alone.
+    """
 
     def __init__(
         self,
@@ -112,7 +117,7 @@ class ShardWriter:
             if name.startswith("__"):
                 continue
             fields[f"{key}.{name}"] = encode_field(name, value)
-        size = sum(len(data) + 1024 for data in fields.values())
+        size = sum(_TAR_BLOCK + -(-len(data) // _TAR_BLOCK) * _TAR_BLOCK for data in fields.values())
         current = self._current
         if current is not None and (
             current.samples >= self.max_samples or current.size + size > self.max_bytes

@@ -1,0 +1,64 @@
+# vidssl: `make pipeline-run` runs the default experiment end to end; `make test` runs the tests.
+# Both do their own set-up on a fresh machine.
+
+EXP ?= smoke
+RUNNER ?= local
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STORE_DIR := .store
+SAMPLES_DIR := .data/opencv-samples
+SETUP_STAMP := $(VENV)/.setup-stamp
+# Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
+WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
+
+.PHONY: setup test lint store-up store-down pipeline-compile pipeline-run data bench-store clean help
+
+help:
+	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
+	@echo "make test                                         install and run the tests"
+	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store"
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch/torchvision come from this machine's disk (pip's find-links), never a CUDA download.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# OpenCV's sample videos from Debian's opencv-doc package (real AVI/MP4 files for tests and smoke).
+data: $(SAMPLES_DIR)/opencv/vtest.avi
+
+$(SAMPLES_DIR)/opencv/vtest.avi:
+	bash scripts/fetch-opencv-samples.sh $(SAMPLES_DIR)
+
+store-up: setup
+	$(VENV)/bin/vidssl store up --dir $(STORE_DIR)
+
+store-down:
+	test ! -x $(VENV)/bin/vidssl || $(VENV)/bin/vidssl store down --dir $(STORE_DIR)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup data
+	$(PY) -m pytest -q
+
+pipeline-compile: setup
+	$(PY) -m pipelines.run compile $(EXP)
+
+ifeq ($(RUNNER),local)
+pipeline-run: setup data store-up
+	$(WITH_STORE_ENV) $(PY) -m pipelines.run run $(EXP) --runner local
+else
+pipeline-run: setup
+	$(PY) -m pipelines.run run $(EXP) --runner $(RUNNER)
+endif
+
+bench-store: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.store
+
+clean: store-down
+	rm -rf build local_outputs

@@ -1,0 +1,118 @@
+"""`vidssl`: one subcommand per stage, plus `config show` and the local S3 server."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+
+from vidssl.config import ConfigError, load_experiment
+from vidssl.store import StoreError
+
+app = typer.Typer(help="Self-supervised learning from video, as Kubeflow Pipelines.", no_args_is_help=True)
+config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
+store_app = typer.Typer(help="The local S3 server (SeaweedFS on 127.0.0.1).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(store_app, name="store")
+
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_STATE_DIR = ".store"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    _setup_logging(verbose)
+
+
+@config_app.command("show")
+def config_show(experiment: str = typer.Argument(..., help="Experiment name or YAML path.")) -> None:
+    """Print the resolved experiment (every default filled in)."""
+    exp = load_experiment(experiment)
+    console.print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
+
+
+@app.command()
+def ingest(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
+) -> None:
+    """Videos -> clip shards in the store; prints the output URL."""
+    from vidssl.stages import ingest as stage
+
+    output = stage.run(load_experiment(experiment), force=force)
+    console.print(output.url)
+
+
+@app.command()
+def inspect(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    clips: str = typer.Option(..., "--clips", help="URL of a clip-shard output."),
+    run_id: str = typer.Option("", "--run-id", help="Run folder name; default: a timestamp."),
+) -> None:
+    """Read clip shards back and count samples, frames and videos per split."""
+    from vidssl.stages import inspect as stage
+
+    report = stage.run(load_experiment(experiment), clips, run_id or None)
+    console.print(stage.render_markdown(report))
+
+
+@store_app.command("up")
+def store_up(
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="Data, settings and credentials."),
+    bucket: str = typer.Option("vidssl", "--bucket"),
+) -> None:
+    """Start SeaweedFS on loopback (or find it running); credentials go to <dir>/env."""
+    from vidssl.store import seaweed
+
+    server = seaweed.start(state_dir, bucket=bucket)
+    errors.print(f"S3 server ready at {server.endpoint}, bucket {bucket!r}; environment in {state_dir}/env")
+
+
+@store_app.command("down")
+def store_down(state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir")) -> None:
+    """Stop the local S3 server (its data stays in <dir>/data)."""
+    from vidssl.store import seaweed
+
+    stopped = seaweed.stop(state_dir)
+    errors.print("S3 server stopped" if stopped else "no S3 server was running")
+
+
+@store_app.command("ls")
+def store_ls(
+    prefix: str = typer.Argument("", help="Key prefix."),
+    experiment: str = typer.Option("smoke", "--exp", help="Experiment whose store to list."),
+) -> None:
+    """List objects under a prefix of the experiment's store."""
+    from vidssl.stages.base import store_for
+
+    store = store_for(load_experiment(experiment))
+    for info in store.list(prefix):
+        console.print(f"{info.size:>12}  {store.url(info.key)}")
+
+
+def run() -> None:
+    """Entry point with the one-line errors users should see instead of tracebacks."""
+    try:
+        app()
+    except (ConfigError, StoreError, FileNotFoundError) as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()
+
