@@ -1,8 +1,8 @@
 """Compile an experiment's pipeline, and run it locally (`kfp.local`) or on a KFP endpoint.
 
-    python -m pipelines.run compile EXP            -> build/pipelines/EXP.yaml
-    python -m pipelines.run run EXP --runner local -> kfp.local, SubprocessRunner(use_venv=False)
-    python -m pipelines.run run EXP --runner kfp   -> compile, submit to $KFP_HOST
+python -m pipelines.run compile EXP            -> build/pipelines/EXP.yaml
+python -m pipelines.run run EXP --runner local -> kfp.local, SubprocessRunner(use_venv=False)
+python -m pipelines.run run EXP --runner kfp   -> compile, submit to $KFP_HOST
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ def run_on_kfp(experiment: Experiment, run_id: str, force: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("action", choices=["compile", "run"])
     parser.add_argument("experiment")
     parser.add_argument("--runner", choices=["local", "kfp"], default="local")

@@ -8,7 +8,7 @@ from pipelines.cluster import on_cluster
 from vidssl.config import Experiment
 
 
-def build(experiment: Experiment):  # noqa: ANN201 - a KFP pipeline function
+def build(experiment: Experiment):
     config_json = experiment.model_dump_json()
 
     @dsl.pipeline(name=f"vidssl-{experiment.name}", description=experiment.description)

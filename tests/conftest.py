@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidssl.store import ObjectStore, open_store
-from vidssl.store import seaweed
+from vidssl.store import ObjectStore, open_store, seaweed
 from vidssl.store.s3 import S3Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +57,9 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
     return request.getfixturevalue(f"{request.param}_store")
 
 
-def write_video(path: Path, frames: int, size: tuple[int, int] = (96, 64), fps: float = 25.0) -> Path:
+def write_video(
+    path: Path, frames: int, size: tuple[int, int] = (96, 64), fps: float = 25.0
+) -> Path:
     """A real MJPG AVI of a square moving across a gradient (decodable by OpenCV)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size

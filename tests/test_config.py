@@ -67,7 +67,9 @@ def test_broken_yaml_names_the_file(experiment_dir):
 
 def test_unknown_experiment_lists_known_ones(experiment_dir):
     _write(experiment_dir, "tiny", VALID)
-    with pytest.raises(ConfigError, match=r"no such experiment file; known experiments: \['tiny'\]"):
+    with pytest.raises(
+        ConfigError, match=r"no such experiment file; known experiments: \['tiny'\]"
+    ):
         load_experiment("nope")
 
 

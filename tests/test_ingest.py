@@ -20,7 +20,13 @@ def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
             "pipeline": "smoke",
             "store": {"uri": store_uri},
             "dataset": {"name": "gen", "source": {"root": str(root)}, "val_fraction": 0.5},
-            "ingest": {"fps": 5, "resize_short": 32, "clip_frames": None, "workers": 1, **ingest_cfg},
+            "ingest": {
+                "fps": 5,
+                "resize_short": 32,
+                "clip_frames": None,
+                "workers": 1,
+                **ingest_cfg,
+            },
             "shards": {"max_samples": 2},
         }
     )
@@ -59,7 +65,9 @@ def test_ingest_writes_clip_samples_and_skips_bad_videos(video_folder, file_stor
 
 
 def test_clips_split_a_video_into_fixed_length_samples(video_folder, file_store):
-    experiment = _experiment(video_folder, file_store.base_url, clip_frames=4, max_clips_per_video=2)
+    experiment = _experiment(
+        video_folder, file_store.base_url, clip_frames=4, max_clips_per_video=2
+    )
     output = ingest.run(experiment)
     keys = sorted(
         s["__key__"]
@@ -67,8 +75,10 @@ def test_clips_split_a_video_into_fixed_length_samples(video_folder, file_store)
         for s in read_split(file_store, file_store.key_of(output.url), split)
     )
     assert keys == [
-        "running_c_c000", "running_c_c001",
-        "walking_a_c000", "walking_a_c001",
+        "running_c_c000",
+        "running_c_c001",
+        "walking_a_c000",
+        "walking_a_c001",
         "walking_b_v2_c000",  # 30 frames at 25 fps -> 6 kept frames -> one full clip
     ]
 
@@ -108,7 +118,7 @@ def test_rerun_after_a_crash_replaces_leftovers(video_folder, file_store):
 
 def test_no_videos_is_a_clear_error(tmp_path, file_store):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="dataset.source.root: no videos"):
+    with pytest.raises(FileNotFoundError, match=r"dataset\.source\.root: no videos"):
         ingest.run(_experiment(tmp_path / "empty", file_store.base_url))
 
 

@@ -19,6 +19,7 @@ from vidssl.shards import (
     decode_json,
     read_manifest,
     read_split,
+    verify_output,
 )
 from vidssl.store import StoreError
 
@@ -207,7 +208,9 @@ def test_dataloader_workers_each_read_different_shards(s3_store):
 
 def test_shuffled_reading_keeps_every_sample_once(file_store):
     _publish_three_shards(file_store)
-    dataset = read_split(file_store, "out/x", "train", shuffle_shards=True, shuffle_buffer=4, seed=3)
+    dataset = read_split(
+        file_store, "out/x", "train", shuffle_shards=True, shuffle_buffer=4, seed=3
+    )
     keys = [s["__key__"] for s in dataset]
     assert sorted(keys) == [f"video{i:03d}" for i in range(6)]
     assert keys != sorted(keys)
@@ -219,3 +222,15 @@ def test_resampled_reading_draws_shards_forever(file_store):
     keys = [s["__key__"] for _, s in zip(range(40), dataset, strict=False)]
     assert len(keys) == 40
     assert set(keys) == {f"video{i:03d}" for i in range(6)}
+
+
+def test_verify_output_rechecks_every_sha256(store):
+    manifest = _publish_three_shards(store)
+    assert manifest.splits["train"].shards[0].crc32 != 0
+    assert verify_output(store, "out/x") == []
+    key = "out/x/" + manifest.splits["train"].shards[1].name
+    data = bytearray(store.get(key))
+    data[1600] ^= 0x01
+    store.put(key, bytes(data))
+    problems = verify_output(store, "out/x")
+    assert problems == [f"{store.url(key)}: sha256 differs from the manifest"]

@@ -69,7 +69,9 @@ def test_large_objects_go_up_in_parts(s3_store, tmp_path):
     with s3_store.stream("multi/file.bin") as stream:
         assert stream.read() == data
     # The server saw a multipart upload: its ETag is "<md5>-<parts>".
-    etag = s3_store.client.stat_object(bucket_name=s3_store.bucket, object_name="multi/part.bin").etag
+    etag = s3_store.client.stat_object(
+        bucket_name=s3_store.bucket, object_name="multi/part.bin"
+    ).etag
     assert etag.endswith("-3")
 
 
@@ -81,7 +83,13 @@ def _closed_port() -> int:
 
 def test_unreachable_endpoint_is_one_line_naming_endpoint_bucket_key():
     port = _closed_port()
-    store = S3Store("bkt", f"http://127.0.0.1:{port}", "k", "s", retry=RetryPolicy(attempts=3, base_delay_s=0.01))
+    store = S3Store(
+        "bkt",
+        f"http://127.0.0.1:{port}",
+        "k",
+        "s",
+        retry=RetryPolicy(attempts=3, base_delay_s=0.01),
+    )
     started = time.monotonic()
     with pytest.raises(StoreError) as caught:
         store.get("some/key")
@@ -94,7 +102,7 @@ def test_unreachable_endpoint_is_one_line_naming_endpoint_bucket_key():
 
 def test_wrong_credentials_say_so(s3_server, s3_bucket):
     store = S3Store(s3_bucket, s3_server.endpoint, s3_server.access_key, "wrong-secret")
-    with pytest.raises(StoreError, match="access refused .*VIDSSL_S3_SECRET_KEY"):
+    with pytest.raises(StoreError, match=r"access refused .*VIDSSL_S3_SECRET_KEY"):
         store.put("k", b"v")
 
 

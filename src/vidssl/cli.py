@@ -13,7 +13,9 @@ from rich.console import Console
 from vidssl.config import ConfigError, load_experiment
 from vidssl.store import StoreError
 
-app = typer.Typer(help="Self-supervised learning from video, as Kubeflow Pipelines.", no_args_is_help=True)
+app = typer.Typer(
+    help="Self-supervised learning from video, as Kubeflow Pipelines.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
 store_app = typer.Typer(help="The local S3 server (SeaweedFS on 127.0.0.1).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -39,7 +41,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 
 
 @config_app.command("show")
-def config_show(experiment: str = typer.Argument(..., help="Experiment name or YAML path.")) -> None:
+def config_show(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+) -> None:
     """Print the resolved experiment (every default filled in)."""
     exp = load_experiment(experiment)
     console.print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
@@ -70,16 +74,38 @@ def inspect(
     console.print(stage.render_markdown(report))
 
 
+@app.command()
+def verify(
+    url: str = typer.Argument(..., help="URL of a stage output (its folder)."),
+    experiment: str = typer.Option("smoke", "--exp", help="Experiment whose store holds it."),
+) -> None:
+    """Re-hash every shard of a stage output against the sha256s in its manifest."""
+    from vidssl.shards import verify_output
+    from vidssl.stages.base import store_for
+
+    store = store_for(load_experiment(experiment))
+    problems = verify_output(store, store.key_of(url.rstrip("/")))
+    for problem in problems:
+        errors.print(problem, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{url}: every shard matches its manifest")
+
+
 @store_app.command("up")
 def store_up(
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="Data, settings and credentials."),
+    state_dir: Path = typer.Option(
+        DEFAULT_STATE_DIR, "--dir", help="Data, settings and credentials."
+    ),
     bucket: str = typer.Option("vidssl", "--bucket"),
 ) -> None:
     """Start SeaweedFS on loopback (or find it running); credentials go to <dir>/env."""
     from vidssl.store import seaweed
 
     server = seaweed.start(state_dir, bucket=bucket)
-    errors.print(f"S3 server ready at {server.endpoint}, bucket {bucket!r}; environment in {state_dir}/env")
+    errors.print(
+        f"S3 server ready at {server.endpoint}, bucket {bucket!r}; environment in {state_dir}/env"
+    )
 
 
 @store_app.command("down")
@@ -109,10 +135,9 @@ def run() -> None:
     try:
         app()
     except (ConfigError, StoreError, FileNotFoundError) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
 if __name__ == "__main__":
     run()
-

@@ -50,7 +50,9 @@ class DatasetConfig(Strict):
 
 class IngestConfig(Strict):
     fps: float | None = Field(5.0, gt=0, description="target frame rate; null keeps every frame")
-    resize_short: int | None = Field(None, gt=0, description="short side in pixels; null keeps size")
+    resize_short: int | None = Field(
+        None, gt=0, description="short side in pixels; null keeps size"
+    )
     jpeg_quality: int = Field(90, ge=1, le=100)
     clip_frames: int | None = Field(None, gt=0, description="frames per clip; null = whole video")
     max_clips_per_video: int | None = Field(None, gt=0)

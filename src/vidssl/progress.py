@@ -32,14 +32,14 @@ def track(
         yield from rich_track(items, total=total, description=description, transient=False)
         return
     start = last = time.monotonic()
-    done = 0
-    for item in items:
+    for done, item in enumerate(items, start=1):
         yield item
-        done += 1
         now = time.monotonic()
         if now - last >= every_s or (total is not None and done == total):
             last = now
             rate = done / max(now - start, 1e-9)
             eta = _format_eta((total - done) / rate) if total and rate > 0 else "?"
             of_total = f"/{total}" if total is not None else ""
-            log.info("%s: %d%s %s, %.2f %s/s, ETA %s", description, done, of_total, unit, rate, unit, eta)
+            log.info(
+                "%s: %d%s %s, %.2f %s/s, ETA %s", description, done, of_total, unit, rate, unit, eta
+            )

@@ -9,7 +9,13 @@ from vidssl.shards.manifest import (
     find_manifest,
     read_manifest,
 )
-from vidssl.shards.reader import ShardReadError, decode_json, read_split, samples_from_shard
+from vidssl.shards.reader import (
+    ShardReadError,
+    decode_json,
+    read_split,
+    samples_from_shard,
+    verify_output,
+)
 from vidssl.shards.writer import OutputWriter, SampleKeyError, ShardWriter
 
 __all__ = [
@@ -27,4 +33,5 @@ __all__ = [
     "read_manifest",
     "read_split",
     "samples_from_shard",
+    "verify_output",
 ]

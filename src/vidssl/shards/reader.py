@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import json
 import random
 import sys
-import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,11 +21,12 @@ from typing import BinaryIO
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from vidssl.shards.manifest import Manifest, read_manifest
+from vidssl.shards.tarstream import PrefetchingReader, TarFormatError, iter_members
+from vidssl.store import ObjectStore, StoreError, open_store
+
 # `webdataset.gopen` the attribute is the function; the module holds the scheme table.
 wds_gopen = importlib.import_module("webdataset.gopen")
-
-from vidssl.shards.manifest import Manifest, read_manifest
-from vidssl.store import ObjectStore, StoreError, open_store
 
 
 class ShardReadError(RuntimeError):
@@ -69,85 +68,43 @@ register_gopen_handlers()
 class ShardRef:
     url: str
     bytes: int
-    sha256: str
-
-
-class _VerifyingReader(io.RawIOBase):
-    """Passes bytes through, hashing them; `verify()` compares size and sha256 at the end."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._hash = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self._hash.update(data)
-        self.count += n
-        return n
-
-    def drain(self) -> None:
-        while self._raw.read(1 << 20):
-            pass
-
-    def verify(self, shard: ShardRef) -> str | None:
-        while True:  # tar readers stop at the end-of-archive marker: hash the padding too
-            data = self._raw.read(1 << 20)
-            if not data:
-                break
-            self._hash.update(data)
-            self.count += len(data)
-        if self.count != shard.bytes:
-            return f"{self.count} bytes read, manifest says {shard.bytes} (truncated?)"
-        if self._hash.hexdigest() != shard.sha256:
-            return "sha256 differs from the manifest (corrupt)"
-        return None
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+    crc32: int
 
 
 def _split_member(name: str) -> tuple[str, str]:
     key, dot, field = name.partition(".")
     if not dot:
-        raise tarfile.ReadError(f"member {name!r} has no field extension")
+        raise TarFormatError(f"member {name!r} has no field extension")
     return key, field
 
 
 def samples_from_shard(shard: ShardRef) -> Iterator[dict]:
-    """Samples of one shard, in order; raises ShardReadError naming the URL and last good key."""
+    """Samples of one shard, in order; raises ShardReadError naming the URL and last good key.
+
+    Size and CRC-32 are checked against the manifest when the shard has been read to its end,
+    so a damaged shard's samples up to the damage may already have been yielded.
+    """
     last_good = None
     sample: dict | None = None
     try:
-        raw = wds_gopen.gopen(shard.url, "rb")
+        stream = PrefetchingReader(wds_gopen.gopen(shard.url, "rb"))
     except StoreError as exc:
         raise ShardReadError(f"{shard.url}: cannot open: {exc}") from None
-    stream = _VerifyingReader(raw)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if not member.isreg():
-                    continue
-                key, field = _split_member(member.name)
-                if sample is not None and sample["__key__"] != key:
-                    last_good = sample["__key__"]
-                    yield sample
-                    sample = None
-                if sample is None:
-                    sample = {"__key__": key, "__url__": shard.url}
-                handle = tar.extractfile(member)
-                assert handle is not None
-                sample[field] = handle.read()
+        for name, data in iter_members(stream):
+            key, field = _split_member(name)
+            if sample is not None and sample["__key__"] != key:
+                last_good = sample["__key__"]
+                yield sample
+                sample = None
+            if sample is None:
+                sample = {"__key__": key, "__url__": shard.url}
+            sample[field] = data
         if sample is not None:  # the archive ended cleanly: its last sample is complete
             last_good = sample["__key__"]
-        problem = stream.verify(shard)
-    except (tarfile.TarError, OSError, EOFError, StoreError) as exc:
+        stream.drain()  # tar pads after the end-of-archive marker: hash all of it
+        problem = _integrity_problem(stream, shard)
+    except (TarFormatError, OSError, StoreError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
     finally:
         stream.close()
@@ -156,6 +113,14 @@ def samples_from_shard(shard: ShardRef) -> Iterator[dict]:
         raise ShardReadError(f"{shard.url}: corrupt or truncated shard, {after}: {problem}")
     if sample is not None:
         yield sample
+
+
+def _integrity_problem(stream: PrefetchingReader, shard: ShardRef) -> str | None:
+    if stream.count != shard.bytes:
+        return f"{stream.count} bytes read, manifest says {shard.bytes} (truncated?)"
+    if stream.crc32 != shard.crc32:
+        return "CRC-32 differs from the manifest (corrupt)"
+    return None
 
 
 def _expand_shards(shards: Iterable[ShardRef]) -> Iterator[dict]:
@@ -200,11 +165,9 @@ class _ResampledShardList(IterableDataset):
 
 def shard_refs(store: ObjectStore, prefix: str, manifest: Manifest, split: str) -> list[ShardRef]:
     if split not in manifest.splits:
-        raise KeyError(
-            f"{store.url(prefix)}: no split {split!r}; it has {sorted(manifest.splits)}"
-        )
+        raise KeyError(f"{store.url(prefix)}: no split {split!r}; it has {sorted(manifest.splits)}")
     return [
-        ShardRef(store.url(f"{prefix}/{entry.name}"), entry.bytes, entry.sha256)
+        ShardRef(store.url(f"{prefix}/{entry.name}"), entry.bytes, entry.crc32)
         for entry in manifest.splits[split].shards
     ]
 
@@ -224,7 +187,9 @@ def read_split(
     """An iterable (and torch IterableDataset) over one split's samples: dicts of raw bytes."""
     manifest = read_manifest(store, prefix)
     shards = shard_refs(store, prefix, manifest, split)
-    source = _ResampledShardList(shards, seed) if resampled else _ShardList(shards, shuffle_shards, seed)
+    source = (
+        _ResampledShardList(shards, seed) if resampled else _ShardList(shards, shuffle_shards, seed)
+    )
     stages: list = [source]
     if split_by_node and not resampled:
         stages.append(wds.split_by_node)
@@ -234,6 +199,25 @@ def read_split(
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, seed=seed))
     return wds.DataPipeline(*stages)
+
+
+def verify_output(store: ObjectStore, prefix: str) -> list[str]:
+    """Re-hash every shard of an output against its manifest's sha256; returns the problems."""
+    manifest = read_manifest(store, prefix)
+    problems = []
+    for split in manifest.splits.values():
+        for entry in split.shards:
+            digest, size = hashlib.sha256(), 0
+            with store.stream(f"{prefix}/{entry.name}") as stream:
+                while data := stream.read(1 << 20):
+                    digest.update(data)
+                    size += len(data)
+            url = store.url(f"{prefix}/{entry.name}")
+            if size != entry.bytes:
+                problems.append(f"{url}: {size} bytes, manifest says {entry.bytes}")
+            elif digest.hexdigest() != entry.sha256:
+                problems.append(f"{url}: sha256 differs from the manifest")
+    return problems
 
 
 def decode_json(sample: dict, field: str = "meta.json") -> dict:

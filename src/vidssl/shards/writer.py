@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -56,11 +57,12 @@ def check_sample_key(key: object) -> str:
 
 
 class _TarBuilder:
-    """One shard being filled in memory, with reproducible member headers."""
+    """One shard being filled in memory: ustar headers with fixed owner, mode and time, so the
+    same samples give the same bytes. Parts are joined once, when the shard is finished."""
 
     def __init__(self) -> None:
-        self.buffer = io.BytesIO()
-        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.USTAR_FORMAT)
+        self.parts: list[bytes] = []
+        self.size = 0
         self.samples = 0
 
     def add(self, member: str, data: bytes) -> None:
@@ -68,15 +70,15 @@ class _TarBuilder:
         info.size = len(data)
         info.mode = 0o644
         info.mtime = 0
-        self.tar.addfile(info, io.BytesIO(data))
-
-    @property
-    def size(self) -> int:
-        return self.buffer.tell()
+        header = info.tobuf(format=tarfile.USTAR_FORMAT)
+        padding = -len(data) % _TAR_BLOCK
+        self.parts += [header, data, bytes(padding)] if padding else [header, data]
+        self.size += len(header) + len(data) + padding
 
     def finish(self) -> bytes:
-        self.tar.close()
-        return self.buffer.getvalue()
+        end = 2 * _TAR_BLOCK  # end-of-archive marker, then pad to whole 10 KiB records
+        end += -(self.size + end) % tarfile.RECORDSIZE
+        return b"".join([*self.parts, bytes(end)])
 
 
 class ShardWriter:
@@ -117,7 +119,9 @@ class ShardWriter:
             if name.startswith("__"):
                 continue
             fields[f"{key}.{name}"] = encode_field(name, value)
-        size = sum(_TAR_BLOCK + -(-len(data) // _TAR_BLOCK) * _TAR_BLOCK for data in fields.values())
+        size = sum(
+            _TAR_BLOCK + -(-len(data) // _TAR_BLOCK) * _TAR_BLOCK for data in fields.values()
+        )
         current = self._current
         if current is not None and (
             current.samples >= self.max_samples or current.size + size > self.max_bytes
@@ -135,16 +139,16 @@ class ShardWriter:
             return
         data = builder.finish()
         name = f"{self.split}/{SHARD_PATTERN % len(self.entries)}"
-        self.entries.append(
-            ShardEntry(
-                name=name,
-                samples=builder.samples,
-                bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
-        )
+        entry = ShardEntry(name=name, samples=builder.samples, bytes=len(data), sha256="", crc32=0)
+        self.entries.append(entry)
         self._wait_pending()
-        self._pending = self._uploader.submit(self.store.put, f"{self.prefix}/{name}", data)
+        self._pending = self._uploader.submit(self._upload, entry, data)
+
+    def _upload(self, entry: ShardEntry, data: bytes) -> None:
+        """In the upload thread: hash (releases the GIL) and put, while the next shard fills."""
+        entry.sha256 = hashlib.sha256(data).hexdigest()
+        entry.crc32 = zlib.crc32(data)
+        self.store.put(f"{self.prefix}/{entry.name}", data)
 
     def _wait_pending(self) -> None:
         if self._pending is not None:

@@ -79,13 +79,17 @@ def run_cached(
     if not force:
         existing = find_manifest(store, prefix)
         if existing is not None:
-            log.info("%s: finished output found at %s; skipping (use --force to redo)", spec.name, url)
+            log.info(
+                "%s: finished output found at %s; skipping (use --force to redo)", spec.name, url
+            )
             return StageOutput(url, existing, cached=True)
     # Manifest first, so readers stop seeing the old output before its shards go.
     store.delete(manifest_key(prefix))
     leftovers = store.delete_prefix(prefix + "/")
     if leftovers:
-        log.info("%s: removed %d objects left by an unfinished run at %s", spec.name, leftovers, url)
+        log.info(
+            "%s: removed %d objects left by an unfinished run at %s", spec.name, leftovers, url
+        )
     writer = OutputWriter(
         store,
         prefix,

@@ -90,12 +90,14 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
     except VideoDecodeError as exc:
         result.error = str(exc)
         return result
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's, not the run's
+    except Exception as exc:
         result.error = f"{item.path}: {type(exc).__name__}: {exc}"
         return result
     clip_length = cfg.clip_frames or len(frames)
     clips = [frames[start : start + clip_length] for start in range(0, len(frames), clip_length)]
-    clips = [clip for clip in clips if len(clip) == clip_length] or ([frames] if cfg.clip_frames is None else [])
+    clips = [clip for clip in clips if len(clip) == clip_length] or (
+        [frames] if cfg.clip_frames is None else []
+    )
     if cfg.max_clips_per_video is not None:
         clips = clips[: cfg.max_clips_per_video]
     effective_fps = min(cfg.fps, info.fps) if cfg.fps else info.fps

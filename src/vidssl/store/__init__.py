@@ -43,7 +43,9 @@ def open_store(uri: str) -> ObjectStore:
     if parsed.scheme == "s3":
         from vidssl.store.s3 import S3Store
 
-        missing = [n for n in (ENV_ENDPOINT, ENV_ACCESS_KEY, ENV_SECRET_KEY) if not os.environ.get(n)]
+        missing = [
+            n for n in (ENV_ENDPOINT, ENV_ACCESS_KEY, ENV_SECRET_KEY) if not os.environ.get(n)
+        ]
         if missing:
             raise StoreError(
                 f"store {uri}: set {', '.join(missing)} (locally `make store-up` writes them to "

@@ -22,7 +22,7 @@ class StoreError(RuntimeError):
     """A store operation failed for good; the message names endpoint, bucket and key."""
 
 
-class StoreKeyNotFound(StoreError):  # noqa: N818 - reads better at call sites than ...Error
+class StoreKeyNotFound(StoreError):
     """The object does not exist."""
 
 

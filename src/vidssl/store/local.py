@@ -56,7 +56,7 @@ class FileStore(ObjectStore):
 
     def stream(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes the stream
+            return open(self._path(key), "rb")
         except FileNotFoundError:
             raise StoreKeyNotFound(f"file store {self.root}: key {key!r}: no such object") from None
 

@@ -152,7 +152,7 @@ class S3Store(ObjectStore):
         return self._call(key, read_all)
 
     def stream(self, key: str) -> BinaryIO:
-        return io.BufferedReader(_ResumingStream(self, key), buffer_size=1 << 20)
+        return _ResumingStream(self, key)
 
     def _open_range(self, key: str, offset: int) -> urllib3.BaseHTTPResponse:
         return self._call(
@@ -171,15 +171,15 @@ class S3Store(ObjectStore):
 
     def exists(self, key: str) -> bool:
         try:
-            self._call(key, lambda: self.client.stat_object(bucket_name=self.bucket, object_name=key))
+            self._call(
+                key, lambda: self.client.stat_object(bucket_name=self.bucket, object_name=key)
+            )
         except StoreKeyNotFound:
             return False
         return True
 
     def delete(self, key: str) -> None:
-        self._call(
-            key, lambda: self.client.remove_object(bucket_name=self.bucket, object_name=key)
-        )
+        self._call(key, lambda: self.client.remove_object(bucket_name=self.bucket, object_name=key))
 
 
 class _ResumingStream(io.RawIOBase):
@@ -195,10 +195,11 @@ class _ResumingStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def read(self, size: int | None = -1) -> bytes:
+        amount = None if size is None or size < 0 else size
         while True:
             try:
-                data = self._response.read(len(buffer))
+                data = self._response.read(amount)
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
                 if self._resumes_left == 0:
                     raise StoreError(
@@ -209,16 +210,19 @@ class _ResumingStream(io.RawIOBase):
                 self._release()
                 self._response = self._store._open_range(self._key, self._offset)
                 continue
-            n = len(data)
-            buffer[:n] = data
-            self._offset += n
-            return n
+            self._offset += len(data)
+            return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def _release(self) -> None:
         try:
             self._response.close()
             self._response.release_conn()
-        except Exception:  # noqa: BLE001 - closing a broken connection may itself fail
+        except Exception:
             pass
 
     def close(self) -> None:

@@ -132,7 +132,9 @@ def _describe(state: Path, settings: dict, bucket: str) -> LocalS3:
     )
 
 
-def start(state_dir: str | os.PathLike[str], bucket: str = "vidssl", timeout_s: float = 60) -> LocalS3:
+def start(
+    state_dir: str | os.PathLike[str], bucket: str = "vidssl", timeout_s: float = 60
+) -> LocalS3:
     """Start (or find running) a SeaweedFS server whose data and settings live in `state_dir`."""
     state = Path(state_dir).resolve()
     pid_file = state / "weed.pid"

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench-*`: each prints its numbers and writes them to build/bench/."""
