@@ -33,7 +33,7 @@ def compile_experiment(experiment: Experiment, out_dir: Path = BUILD_DIR / "pipe
 def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
     from kfp import local
 
-    store_for(experiment)  # fail now, in one line, if the store is not configured
+    store_for(experiment).check()  # fail now, in one line, if the store cannot be used
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(BUILD_DIR / "local_outputs"),

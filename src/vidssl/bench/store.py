@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--total-mb", type=int, default=512, help="bytes written per measurement")
     parser.add_argument("--sample-kb", type=int, default=400, help="bytes per sample")
     parser.add_argument("--shard-mb", type=int, default=64, help="shard size")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     args = parser.parse_args(argv)
 
     store = open_store(f"s3://{args.bucket}")

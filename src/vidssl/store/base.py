@@ -74,6 +74,10 @@ class ObjectStore(ABC):
             raise StoreError(f"{url!r} is not in store {self.base_url}")
         return url[len(self.base_url) + 1 :]
 
+    def check(self) -> None:
+        """Fail with one clear line if the store cannot be used (unreachable, refused)."""
+        self.exists(".vidssl-check")
+
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Write `data` at `key`, replacing what was there; readers never see a partial object."""

@@ -1,0 +1,80 @@
+"""The `vidssl` command: stages by hand, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import yaml
+
+from .conftest import REPO_ROOT
+
+
+def _vidssl(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vidssl.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _write_experiment(directory, video_folder) -> None:
+    (directory / "cli.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "pipeline": "smoke",
+                "dataset": {"name": "gen", "source": {"root": str(video_folder)}},
+                "ingest": {"workers": 1},
+            }
+        )
+    )
+
+
+def test_ingest_inspect_verify_by_hand(s3_store, video_folder, experiment_dir, tmp_path):
+    _write_experiment(experiment_dir, video_folder)
+    env = {**os.environ, "VIDSSL_STORE_URI": s3_store.base_url}
+    ingested = _vidssl("ingest", "cli", env=env, cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stderr
+    url = ingested.stdout.strip()
+    assert url.startswith(f"{s3_store.base_url}/datasets/gen/ingest/")
+    assert "garbage.avi" in ingested.stderr  # the skipped video is named in the log
+    again = _vidssl("ingest", "cli", env=env, cwd=tmp_path)
+    assert again.stdout.strip() == url and "skipping" in again.stderr
+    inspected = _vidssl("inspect", "cli", "--clips", url, "--run-id", "x", env=env, cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    assert "| split | videos | samples | frames |" in inspected.stdout
+    verified = _vidssl("verify", url, "--exp", "cli", env=env, cwd=tmp_path)
+    assert verified.returncode == 0 and "every shard matches" in verified.stdout
+
+
+def test_unreachable_store_is_one_clear_line(video_folder, experiment_dir, tmp_path):
+    _write_experiment(experiment_dir, video_folder)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "VIDSSL_STORE_URI": "s3://vidssl",
+        "VIDSSL_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+        "VIDSSL_S3_ACCESS_KEY": "key",
+        "VIDSSL_S3_SECRET_KEY": "secret",
+    }
+    result = _vidssl("ingest", "cli", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in error_lines[0] and "'vidssl'" in error_lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_key_exits_with_the_key_named(experiment_dir, tmp_path):
+    (experiment_dir / "bad.yaml").write_text("name: bad\npipeline: smoke\nbogus: 1\n")
+    result = _vidssl("config", "show", "bad", env=dict(os.environ), cwd=REPO_ROOT)
+    assert result.returncode == 2
+    assert "bad.yaml: bogus: unknown key" in result.stderr
