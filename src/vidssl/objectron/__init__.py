@@ -1,0 +1,1 @@
+"""Objectron: the annotation format (protobuf), the dataset layout, geometry helpers."""
