@@ -8,7 +8,7 @@ PipelineBuilder = Callable[[Experiment], Callable]
 
 
 def builder(name: str) -> PipelineBuilder:
-    from pipelines import smoke
+    from pipelines import ingest, siampose
 
-    builders: dict[str, PipelineBuilder] = {"smoke": smoke.build}
+    builders: dict[str, PipelineBuilder] = {"ingest": ingest.build, "siampose": siampose.build}
     return builders[name]

@@ -28,8 +28,8 @@ def _write_experiment(directory, video_folder) -> None:
         yaml.safe_dump(
             {
                 "name": "cli",
-                "pipeline": "smoke",
-                "dataset": {"name": "gen", "source": {"root": str(video_folder)}},
+                "pipeline": "ingest",
+                "dataset": {"name": "gen", "source": {"kind": "folder", "root": str(video_folder)}},
                 "ingest": {"workers": 1},
             }
         )
@@ -74,7 +74,7 @@ def test_unreachable_store_is_one_clear_line(video_folder, experiment_dir, tmp_p
 
 
 def test_unknown_config_key_exits_with_the_key_named(experiment_dir, tmp_path):
-    (experiment_dir / "bad.yaml").write_text("name: bad\npipeline: smoke\nbogus: 1\n")
+    (experiment_dir / "bad.yaml").write_text("name: bad\npipeline: ingest\nbogus: 1\n")
     result = _vidssl("config", "show", "bad", env=dict(os.environ), cwd=REPO_ROOT)
     assert result.returncode == 2
     assert "bad.yaml: bogus: unknown key" in result.stderr

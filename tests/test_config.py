@@ -11,7 +11,7 @@ from vidssl.config import ConfigError, Experiment, experiment_from_json, load_ex
 
 VALID = {
     "name": "tiny",
-    "pipeline": "smoke",
+    "pipeline": "ingest",
     "dataset": {"name": "tiny", "source": {"kind": "folder", "root": "/videos"}},
 }
 
@@ -25,7 +25,8 @@ def _write(directory, name, content):
 def test_valid_experiment_gets_defaults(experiment_dir):
     _write(experiment_dir, "tiny", VALID)
     experiment = load_experiment("tiny")
-    assert experiment.ingest.fps == 5.0
+    assert experiment.ingest.fps is None and experiment.ingest.jpeg_quality == 90
+    assert experiment.clean.blur_categories == ["bike"]
     assert experiment.store.uri == "s3://vidssl"
     assert experiment_from_json(experiment.model_dump_json()) == experiment
 
@@ -95,3 +96,17 @@ def test_every_shipped_experiment_is_valid():
     assert shipped
     for path in shipped:
         assert load_experiment(str(path)).name == path.stem
+
+
+def test_fps_and_frame_stride_are_exclusive(experiment_dir):
+    _write(experiment_dir, "both", {**VALID, "ingest": {"fps": 5, "frame_stride": 5}})
+    with pytest.raises(ConfigError, match="ingest.fps or ingest.frame_stride"):
+        load_experiment("both")
+
+
+def test_source_kind_selects_the_source_schema(experiment_dir):
+    raw = {**VALID, "dataset": {"name": "o", "source": {"kind": "objectron", "rooot": "/x"}}}
+    path = _write(experiment_dir, "kind", raw)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment("kind")
+    assert f"{path}: dataset.source.objectron.rooot: unknown key" in str(caught.value)

@@ -18,4 +18,3 @@ def test_dockerfile_passes_hadolint():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-

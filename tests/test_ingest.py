@@ -17,9 +17,13 @@ def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "t",
-            "pipeline": "smoke",
+            "pipeline": "ingest",
             "store": {"uri": store_uri},
-            "dataset": {"name": "gen", "source": {"root": str(root)}, "val_fraction": 0.5},
+            "dataset": {
+                "name": "gen",
+                "source": {"kind": "folder", "root": str(root)},
+                "val_fraction": 0.5,
+            },
             "ingest": {
                 "fps": 5,
                 "resize_short": 32,
@@ -118,7 +122,9 @@ def test_rerun_after_a_crash_replaces_leftovers(video_folder, file_store):
 
 def test_no_videos_is_a_clear_error(tmp_path, file_store):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"dataset\.source\.root: no videos"):
+    with pytest.raises(
+        FileNotFoundError, match=r"dataset\.source \(folder\): no videos found under .*empty"
+    ):
         ingest.run(_experiment(tmp_path / "empty", file_store.base_url))
 
 

@@ -21,8 +21,12 @@ def _experiment(root) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "smoke-test",
-            "pipeline": "smoke",
-            "dataset": {"name": "gen", "source": {"root": str(root)}, "val_fraction": 0.5},
+            "pipeline": "ingest",
+            "dataset": {
+                "name": "gen",
+                "source": {"kind": "folder", "root": str(root)},
+                "val_fraction": 0.5,
+            },
             "ingest": {"fps": 5, "resize_short": 32, "workers": 1},
             "cluster": {
                 "s3_secret": "my-s3",

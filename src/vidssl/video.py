@@ -14,6 +14,10 @@ import numpy as np
 class VideoDecodeError(RuntimeError):
     """A video that cannot be opened or yields no frame; the message names the file."""
 
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -34,7 +38,7 @@ def probe(path: str | Path) -> VideoInfo:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise VideoDecodeError(f"{path}: cannot be opened as a video")
+            raise VideoDecodeError(path, "cannot be opened as a video")
         fps = capture.get(cv2.CAP_PROP_FPS)
         return VideoInfo(
             fps=fps if fps and math.isfinite(fps) and fps > 0 else 30.0,
@@ -54,15 +58,18 @@ def keep_frame(index: int, source_fps: float, target_fps: float | None) -> bool:
     return math.floor(index / step) != math.floor((index - 1) / step) or index == 0
 
 
-def decode(path: str | Path, target_fps: float | None = None) -> Iterator[DecodedFrame]:
-    """Frames of `path` at about `target_fps`; raises VideoDecodeError when none decodes."""
+def decode(
+    path: str | Path, target_fps: float | None = None, stride: int | None = None
+) -> Iterator[DecodedFrame]:
+    """Frames of `path` at about `target_fps` or 1 in `stride`; VideoDecodeError if none decode."""
     info = probe(path)
     capture = cv2.VideoCapture(str(path))
     decoded = 0
     try:
         index = 0
         while True:
-            if keep_frame(index, info.fps, target_fps):
+            keep = index % stride == 0 if stride else keep_frame(index, info.fps, target_fps)
+            if keep:
                 ok, image = capture.read()
                 if not ok or image is None:
                     break
@@ -74,7 +81,7 @@ def decode(path: str | Path, target_fps: float | None = None) -> Iterator[Decode
     finally:
         capture.release()
     if decoded == 0:
-        raise VideoDecodeError(f"{path}: no frame could be decoded (empty or corrupt video)")
+        raise VideoDecodeError(path, "no frame could be decoded (empty or corrupt video)")
 
 
 def resize_short_side(image: np.ndarray, short: int | None) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Ingest: videos -> clip shards (one sample per video or clip, frames resampled to the
-experiment's fps, JPEG-coded). Undecodable videos are logged, skipped and listed in the
-manifest; a sample is only written once the whole clip decoded."""
+"""Ingest: videos -> clip shards. One sample per video (or per clip of `clip_frames` kept
+frames): `meta.json` and one JPEG per kept frame (`f000.jpg`, ...), frames resampled to the
+experiment's rate. Objectron samples carry each kept frame's annotation. A video that cannot be
+decoded, or whose annotation is malformed, is logged with its path, skipped and listed in the
+manifest; a sample is written only once its whole clip decoded."""
 
 from __future__ import annotations
 
@@ -11,25 +13,25 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vidssl.config import Experiment, FolderSource, IngestConfig
+from vidssl.config import Experiment, IngestConfig
+from vidssl.datasets import VideoItem, list_videos
+from vidssl.objectron.annotations import (
+    AnnotationError,
+    frame_meta,
+    frames_by_index,
+    objects_meta,
+    parse_sequence,
+)
 from vidssl.progress import track
 from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
+from vidssl.store.tree import FileTree
 from vidssl.video import VideoDecodeError, decode, encode_jpeg, probe, resize_short_side
 
 log = logging.getLogger(__name__)
 
-SPEC = StageSpec(name="ingest", version=1)
-
-
-@dataclass(frozen=True)
-class VideoItem:
-    path: str
-    video_id: str  # relative path without extension, as the dataset names the video
-    category: str
-    split: str
+SPEC = StageSpec(name="ingest", version=2)
 
 
 @dataclass
@@ -49,58 +51,58 @@ def sample_key(video_id: str, clip: int | None) -> str:
     return key if clip is None else f"{key}_c{clip:03d}"
 
 
-def assign_split(video_id: str, val_fraction: float, seed: int) -> str:
-    """Seeded, stable per video: adding videos never moves others between splits."""
-    digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
-
-
-def list_folder(source: FolderSource, val_fraction: float, seed: int) -> list[VideoItem]:
-    root = Path(source.root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset.source.root: {root} is not a folder of videos")
-    extensions = {ext.lower() for ext in source.extensions}
-    items = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in extensions:
-            relative = path.relative_to(root).with_suffix("").as_posix()
-            items.append(
-                VideoItem(
-                    path=str(path),
-                    video_id=relative,
-                    category=path.parent.name if path.parent != root else root.name,
-                    split=assign_split(relative, val_fraction, seed),
-                )
-            )
-    return items
-
-
 def source_fingerprint(items: list[VideoItem]) -> str:
-    """Digest input for raw videos: names, sizes and split assignment."""
-    lines = [f"{i.video_id}\t{os.path.getsize(i.path)}\t{i.category}\t{i.split}" for i in items]
+    """Digest input for raw videos: where they are, their sizes, categories and splits."""
+    lines = [
+        f"{i.tree_root}\t{i.video}\t{i.size}\t{i.category}\t{i.split}\t{i.annotation}"
+        for i in items
+    ]
     return "videos:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def _clips(frames: list, cfg: IngestConfig) -> list[list]:
+    if cfg.clip_frames is None:
+        clips = [frames]
+    else:
+        n = cfg.clip_frames
+        clips = [frames[s : s + n] for s in range(0, len(frames) - n + 1, n)]
+    return clips[: cfg.max_clips_per_video] if cfg.max_clips_per_video else clips
 
 
 def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResult:
     """Decode one video into clip samples (runs in a worker process)."""
     result = VideoResult(item)
+    tree = FileTree(item.tree_root)
+    where = tree.describe(item.video)
+    if item.size < 0:
+        result.error = f"{where}: listed by the dataset but missing from disk"
+        return result
     try:
-        info = probe(item.path)
-        frames = list(decode(item.path, cfg.fps))
-    except VideoDecodeError as exc:
+        annotation = None
+        if item.annotation is not None:
+            annotation = parse_sequence(
+                tree.read_bytes(item.annotation), tree.describe(item.annotation)
+            )
+        with tree.local_copy(item.video) as path:
+            info = probe(path)
+            frames = list(decode(path, cfg.fps, cfg.frame_stride))
+    except VideoDecodeError as exc:  # it names the local copy: name the source instead
+        result.error = f"{where}: {exc.reason}"
+        return result
+    except (AnnotationError, FileNotFoundError) as exc:
         result.error = str(exc)
         return result
     except Exception as exc:
-        result.error = f"{item.path}: {type(exc).__name__}: {exc}"
+        result.error = f"{where}: {type(exc).__name__}: {exc}"
         return result
-    clip_length = cfg.clip_frames or len(frames)
-    clips = [frames[start : start + clip_length] for start in range(0, len(frames), clip_length)]
-    clips = [clip for clip in clips if len(clip) == clip_length] or (
-        [frames] if cfg.clip_frames is None else []
+    decoded = len(frames)
+    annotated = frames_by_index(annotation) if annotation is not None else None
+    if annotated is not None:
+        frames = [frame for frame in frames if frame.index in annotated]
+    effective_fps = (
+        info.fps / cfg.frame_stride if cfg.frame_stride else min(cfg.fps or info.fps, info.fps)
     )
-    if cfg.max_clips_per_video is not None:
-        clips = clips[: cfg.max_clips_per_video]
-    effective_fps = min(cfg.fps, info.fps) if cfg.fps else info.fps
+    clips = _clips(frames, cfg)
     for clip_index, clip in enumerate(clips):
         images = [resize_short_side(frame.image, cfg.resize_short) for frame in clip]
         height, width = images[0].shape[:2]
@@ -119,7 +121,12 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
             "height": height,
             "num_frames": len(clip),
         }
-        sample = {"__key__": sample_key(item.video_id, clip_index if cfg.clip_frames else None)}
+        if annotated is not None:
+            meta["objects"] = objects_meta(annotation)
+            meta["frames"] = [frame_meta(annotated[frame.index]) for frame in clip]
+        sample: dict = {
+            "__key__": sample_key(item.video_id, clip_index if cfg.clip_frames else None)
+        }
         sample["meta.json"] = meta
         for position, image in enumerate(images):
             sample[frame_name(position)] = encode_jpeg(image, cfg.jpeg_quality)
@@ -128,7 +135,8 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
         "video": item.video_id,
         "split": item.split,
         "source_frames": info.frame_count,
-        "decoded_frames": len(frames),
+        "decoded_frames": decoded,
+        "unannotated_frames": decoded - len(frames),
         "clips": len(clips),
         "kept_frames": sum(len(clip) for clip in clips),
     }
@@ -140,13 +148,12 @@ def _ingest_star(args: tuple) -> VideoResult:
 
 
 def _results(items: list[VideoItem], experiment: Experiment) -> Iterator[VideoResult]:
-    workers = experiment.ingest.workers or os.cpu_count() or 1
+    workers = min(experiment.ingest.workers or os.cpu_count() or 1, len(items))
     tasks = [(item, experiment.dataset.name, experiment.ingest) for item in items]
-    if workers == 1 or len(items) <= 1:
+    if workers <= 1:
         yield from map(_ingest_star, tasks)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(items))) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_ingest_star, tasks)
 
 
@@ -157,13 +164,15 @@ def fields_read(experiment: Experiment) -> dict:
     }
 
 
-def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
-    dataset = experiment.dataset
-    items = list_folder(dataset.source, dataset.val_fraction, dataset.split_seed)
+def run(
+    experiment: Experiment, *, source_url: str | None = None, force: bool = False
+) -> StageOutput:
+    """Ingest the experiment's dataset; `source_url` is where generated data was written."""
+    items = list_videos(experiment.dataset, source_url)
     if not items:
+        where = source_url or getattr(experiment.dataset.source, "root", "?")
         raise FileNotFoundError(
-            f"dataset.source.root: no videos with extensions {dataset.source.extensions} "
-            f"under {dataset.source.root}"
+            f"dataset.source ({experiment.dataset.source.kind}): no videos found under {where}"
         )
     store = store_for(experiment)
 
@@ -172,7 +181,9 @@ def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
         for result in track(_results(items, experiment), len(items), "ingest", unit="videos"):
             if result.error:
                 log.error("skipping video: %s", result.error)
-                writer.skip(result.item.path, result.error)
+                writer.skip(
+                    FileTree(result.item.tree_root).describe(result.item.video), result.error
+                )
                 continue
             for sample in result.samples:
                 writer.write(result.item.split, sample)

@@ -40,32 +40,50 @@ def _background(camera: Camera, wall: np.ndarray) -> np.ndarray:
     )
 
 
+def _clip_near(points: np.ndarray, near: float = 0.01) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a camera-frame polygon in front of z = -near."""
+    kept = []
+    for current, following in zip(points, np.roll(points, -1, axis=0), strict=True):
+        current_in, following_in = current[2] <= -near, following[2] <= -near
+        if current_in:
+            kept.append(current)
+        if current_in != following_in:
+            t = (-near - current[2]) / (following[2] - current[2])
+            kept.append(current + t * (following - current))
+    return np.array(kept)
+
+
 def _draw_ground(image, camera: Camera, texture, centre, half_size: float, light: float) -> None:
-    cx, cz = centre[0], centre[2]
-    corners = np.array(
+    """The ground square (y = 0) by one homography, masked to its part in front of the camera."""
+    size = texture.shape[0]
+    texture_to_plane = np.array(
         [
-            [cx - half_size, 0, cz - half_size],
-            [cx + half_size, 0, cz - half_size],
-            [cx + half_size, 0, cz + half_size],
-            [cx - half_size, 0, cz + half_size],
+            [2 * half_size / size, 0, centre[0] - half_size],
+            [0, 2 * half_size / size, centre[2] - half_size],
+            [0, 0, 1],
         ]
     )
-    in_camera = world_to_camera(corners, camera.view)
-    if np.any(in_camera[:, 2] >= -1e-3):
-        raise ValueError("ground square reaches behind the camera; shrink it")
-    pixels = project_to_pixels(in_camera, camera.intrinsics).astype(np.float32)
-    size = texture.shape[0]
-    source = np.float32([[0, 0], [size, 0], [size, size], [0, size]])
-    homography = cv2.getPerspectiveTransform(source, pixels)
+    rotation, translation = camera.view[:3, :3], camera.view[:3, 3]
+    plane_to_camera = np.stack([rotation[:, 0], rotation[:, 2], translation], axis=1)
+    k = camera.intrinsics
+    camera_to_pixels = np.array([[k[0, 0], 0, -k[0, 2]], [0, -k[1, 1], -k[1, 2]], [0, 0, -1]])
+    homography = camera_to_pixels @ plane_to_camera @ texture_to_plane
     shaded = np.clip(texture.astype(np.float32) * light, 0, 255).astype(np.uint8)
-    cv2.warpPerspective(
-        shaded,
-        homography,
-        (camera.width, camera.height),
-        dst=image,
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_TRANSPARENT,
+    warped = cv2.warpPerspective(
+        shaded, homography, (camera.width, camera.height), borderMode=cv2.BORDER_REPLICATE
     )
+    corners = np.array([[0, 0, 1], [size, 0, 1], [size, size, 1], [0, size, 1]], float)
+    plane = corners @ texture_to_plane.T
+    world = np.stack([plane[:, 0], np.zeros(4), plane[:, 1]], axis=1)
+    visible = _clip_near(world_to_camera(world, camera.view))
+    if len(visible) < 3:
+        return
+    pixels = np.clip(project_to_pixels(visible, camera.intrinsics), -1e5, 1e5)
+    mask = np.zeros((camera.height, camera.width), np.uint8)
+    scaled = np.round(pixels * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+    cv2.fillConvexPoly(mask, scaled, 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    inside = mask.astype(bool)
+    image[inside] = warped[inside]
 
 
 def _draw_face(image, mask, pixels: np.ndarray, uv: np.ndarray, texture, shade: float) -> None:

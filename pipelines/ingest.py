@@ -1,4 +1,4 @@
-"""`smoke`: the data plane end to end: ingest a folder of videos, read the shards back."""
+"""`ingest`: the data plane end to end: ingest a dataset's videos, read the shards back."""
 
 from kfp import dsl
 
@@ -12,8 +12,12 @@ def build(experiment: Experiment):
     config_json = experiment.model_dump_json()
 
     @dsl.pipeline(name=f"vidssl-{experiment.name}", description=experiment.description)
-    def smoke(config_json: str = config_json, run_id: str = "", force: bool = False) -> str:
-        clips = on_cluster(ingest(config_json=config_json, force=force), "ingest", experiment)
+    def ingest_pipeline(
+        config_json: str = config_json, run_id: str = "", force: bool = False
+    ) -> str:
+        clips = on_cluster(
+            ingest(config_json=config_json, source_url="", force=force), "ingest", experiment
+        )
         report = on_cluster(
             inspect(config_json=config_json, clips_url=clips.output, run_id=run_id),
             "inspect",
@@ -21,4 +25,4 @@ def build(experiment: Experiment):
         )
         return report.outputs["Output"]
 
-    return smoke
+    return ingest_pipeline

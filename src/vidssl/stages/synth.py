@@ -1,0 +1,63 @@
+"""Synth: generate the synthetic Objectron dataset (vidssl.synth.objectron) and publish its
+files under the stage output (`.../synth/<digest>/raw/`), manifest last like every stage."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from vidssl.config import Experiment, SyntheticObjectronSource
+from vidssl.progress import track
+from vidssl.shards import OutputWriter
+from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
+from vidssl.synth.objectron import SynthSpec, generate
+
+SPEC = StageSpec(name="synth", version=1)
+RAW_FOLDER = "raw"
+
+
+def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
+    return SynthSpec(
+        videos_per_class=source.videos_per_class,
+        frames=source.frames,
+        fps=source.fps,
+        width=source.width,
+        height=source.height,
+        seed=source.seed,
+        categories=tuple(source.categories),
+        test_fraction=source.test_fraction,
+        workers=workers,
+    )
+
+
+def raw_url(output: StageOutput) -> str:
+    return f"{output.url}/{RAW_FOLDER}"
+
+
+def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
+    source = experiment.dataset.source
+    if not isinstance(source, SyntheticObjectronSource):
+        raise ValueError(
+            f"dataset.source.kind is {source.kind!r}: the synth stage needs synthetic_objectron"
+        )
+    spec = synth_spec(source, experiment.ingest.workers)
+
+    def build(writer: OutputWriter) -> None:
+        with tempfile.TemporaryDirectory(prefix="vidssl-synth-") as folder:
+            truths = generate(folder, spec)
+            files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+            for path in track(files, len(files), "synth upload", unit="files"):
+                relative = path.relative_to(folder).as_posix()
+                writer.store.put_file(f"{writer.prefix}/{RAW_FOLDER}/{relative}", str(path))
+        writer.details["files"] = len(files)
+        writer.details["videos"] = [vars(truth) for truth in truths]
+
+    return run_cached(
+        store_for(experiment),
+        SPEC,
+        experiment,
+        {"source": source.model_dump()},
+        [],
+        build,
+        force=force,
+    )

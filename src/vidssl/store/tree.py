@@ -1,0 +1,93 @@
+"""A read-only view of a dataset's files, on disk or under an `s3://bucket/prefix`.
+
+Adapters list and read small files (index files, annotations, CSVs) through it; video decoders
+need a real file, so `local_copy` downloads an S3 object to a temporary file for the duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from vidssl.store import StoreKeyNotFound, open_store
+
+
+class FileTree:
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        parsed = urlparse(self.root)
+        self._store = None
+        if parsed.scheme == "s3":
+            self._store = open_store(f"s3://{parsed.netloc}")
+            self._prefix = parsed.path.strip("/")
+        elif parsed.scheme in ("", "file"):
+            self._path = Path(parsed.path if parsed.scheme == "file" else self.root)
+        else:
+            raise ValueError(f"{root!r}: expected a folder or s3://bucket/prefix")
+
+    def _key(self, relative: str) -> str:
+        return f"{self._prefix}/{relative}" if self._prefix else relative
+
+    def describe(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def is_local(self) -> bool:
+        return self._store is None
+
+    def exists(self, relative: str) -> bool:
+        if self._store is None:
+            return (self._path / relative).is_file()
+        return self._store.exists(self._key(relative))
+
+    def read_bytes(self, relative: str) -> bytes:
+        if self._store is None:
+            try:
+                return (self._path / relative).read_bytes()
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{self.describe(relative)}: no such file") from None
+        try:
+            return self._store.get(self._key(relative))
+        except StoreKeyNotFound:
+            raise FileNotFoundError(f"{self.describe(relative)}: no such file") from None
+
+    def read_text(self, relative: str) -> str:
+        return self.read_bytes(relative).decode("utf-8")
+
+    def sizes(self, relative_prefix: str = "") -> dict[str, int]:
+        """Relative path -> size in bytes of every file under a prefix."""
+        if self._store is None:
+            base = self._path / relative_prefix
+            if not base.exists():
+                return {}
+            return {
+                p.relative_to(self._path).as_posix(): p.stat().st_size
+                for p in sorted(base.rglob("*"))
+                if p.is_file()
+            }
+        strip = len(self._prefix) + 1 if self._prefix else 0
+        return {
+            info.key[strip:]: info.size for info in self._store.list(self._key(relative_prefix))
+        }
+
+    def list(self, relative_prefix: str = "") -> list[str]:
+        """Relative paths of every file under a prefix, sorted."""
+        return sorted(self.sizes(relative_prefix))
+
+    @contextlib.contextmanager
+    def local_copy(self, relative: str) -> Iterator[str]:
+        """A local path to the file (a temporary download for S3, removed afterwards)."""
+        if self._store is None:
+            yield str(self._path / relative)
+            return
+        suffix = Path(relative).suffix
+        fd, temporary = tempfile.mkstemp(prefix="vidssl-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self.read_bytes(relative))
+            yield temporary
+        finally:
+            os.unlink(temporary)
