@@ -1,7 +1,7 @@
 # vidssl: `make pipeline-run` runs the default experiment end to end; `make test` runs the tests.
 # Both do their own set-up on a fresh machine.
 
-EXP ?= smoke
+EXP ?= siampose_synthetic
 RUNNER ?= local
 PYTHON ?= python3
 VENV := .venv

@@ -100,7 +100,7 @@ def test_every_shipped_experiment_is_valid():
 
 def test_fps_and_frame_stride_are_exclusive(experiment_dir):
     _write(experiment_dir, "both", {**VALID, "ingest": {"fps": 5, "frame_stride": 5}})
-    with pytest.raises(ConfigError, match="ingest.fps or ingest.frame_stride"):
+    with pytest.raises(ConfigError, match=r"ingest\.fps or ingest\.frame_stride"):
         load_experiment("both")
 
 

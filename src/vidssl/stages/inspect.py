@@ -59,6 +59,17 @@ def render_markdown(report: dict) -> str:
     ]
     for split, counts in report["splits"].items():
         lines.append(f"| {split} | {counts['videos']} | {counts['samples']} | {counts['frames']} |")
+    cleaning = report.get("cleaning")
+    if cleaning:
+        lines += [
+            "",
+            f"Cleaning kept {cleaning['frames_kept']} of {cleaning['frames_in']} frames "
+            f"({100 * cleaning['dropped_fraction']:.1f}% dropped).",
+            "",
+            "| dropped because | frames |",
+            "|---|---:|",
+        ]
+        lines += [f"| {reason} | {count} |" for reason, count in cleaning["dropped_by_reason"].items()]
     if report["skipped"]:
         lines += ["", "Skipped inputs:", ""]
         lines += [f"- `{s['input']}`: {s['reason']}" for s in report["skipped"]]
@@ -76,6 +87,7 @@ def run(experiment: Experiment, clips_url: str, run_id: str | None = None) -> di
             for split, entry in manifest.splits.items()
         },
         "skipped": [s.model_dump() for s in manifest.skipped],
+        "cleaning": manifest.details.get("report"),
     }
     for split, counts in report["splits"].items():
         if counts["samples"] != manifest.splits[split].samples:

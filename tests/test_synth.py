@@ -1,0 +1,139 @@
+"""Synthetic Objectron: real files in the real layout, exact ground truth, same seed same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vidssl.objectron.annotations import parse_sequence
+from vidssl.objectron.geometry import UNIT_BOX, project_to_pixels
+from vidssl.synth.objectron import SynthSpec, generate
+from vidssl.synth.shapes import CATEGORIES
+
+SPEC = SynthSpec(videos_per_class=1, frames=12, width=96, height=128, seed=7, workers=1)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, list]:
+    out = tmp_path_factory.mktemp("synth")
+    return out, generate(out, SPEC)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_official_layout(synthetic):
+    root, truths = synthetic
+    assert len(truths) == len(CATEGORIES)
+    for truth in truths:
+        assert (root / "videos" / truth.sequence_id / "video.MOV").is_file()
+        assert (root / "annotations" / f"{truth.sequence_id}.pbdata").is_file()
+        index = (root / "index" / f"{truth.category}_annotations_{truth.split}").read_text()
+        assert truth.sequence_id in index.split()
+
+
+def test_same_seed_same_bytes(synthetic, tmp_path):
+    root, _ = synthetic
+    again = tmp_path / "again"
+    generate(again, SynthSpec(**{**SPEC.__dict__, "workers": 2}))
+    assert _files(again) == _files(root)
+
+
+def test_videos_decode_with_the_annotated_frame_count(synthetic):
+    root, truths = synthetic
+    capture = cv2.VideoCapture(str(root / "videos" / truths[0].sequence_id / "video.MOV"))
+    frames = 0
+    while capture.grab():
+        frames += 1
+    assert frames == SPEC.frames
+    assert capture.get(cv2.CAP_PROP_FRAME_WIDTH) == SPEC.width
+
+
+def test_keypoints_project_with_the_written_camera(synthetic):
+    root, truths = synthetic
+    for truth in truths:
+        path = root / "annotations" / f"{truth.sequence_id}.pbdata"
+        sequence = parse_sequence(path.read_bytes(), str(path))
+        obj = sequence.objects[0]
+        rotation = np.array(obj.rotation).reshape(3, 3)
+        world = (UNIT_BOX * np.array(obj.scale)) @ rotation.T + np.array(obj.translation)
+        for frame in sequence.frame_annotations:
+            camera = frame.camera
+            view = np.array(camera.view_matrix).reshape(4, 4)
+            np.testing.assert_allclose(
+                view @ np.array(camera.transform).reshape(4, 4), np.eye(4), atol=1e-4
+            )
+            keypoints = frame.annotations[0].keypoints
+            points_3d = np.array([[k.point_3d.x, k.point_3d.y, k.point_3d.z] for k in keypoints])
+            # 3D keypoints = the object's box seen from the written view matrix
+            np.testing.assert_allclose(points_3d, world @ view[:3, :3].T + view[:3, 3], atol=1e-4)
+            # 2D keypoints = those points through the written intrinsics (and projection matrix)
+            intrinsics = np.array(camera.intrinsics).reshape(3, 3)
+            pixels = project_to_pixels(points_3d, intrinsics)
+            written = np.array(
+                [[k.point_2d.x * SPEC.width, k.point_2d.y * SPEC.height] for k in keypoints]
+            )
+            np.testing.assert_allclose(written, pixels, atol=1e-2)
+            np.testing.assert_allclose(
+                [k.point_2d.depth for k in keypoints], -points_3d[:, 2], rtol=1e-5
+            )
+            normal = np.array(frame.plane_normal)
+            bottom = points_3d[[1, 2, 5, 6]].mean(axis=0)
+            assert abs((bottom - np.array(frame.plane_center)) @ normal) < 1e-4  # on the plane
+
+
+def test_mask_covers_the_projected_box_interior(synthetic):
+    root, truths = synthetic
+    for truth in truths:
+        if truth.defects.get("swing_frames"):
+            continue
+        path = root / "annotations" / f"{truth.sequence_id}.pbdata"
+        sequence = parse_sequence(path.read_bytes(), str(path))
+        masks = np.load(root / "masks" / f"{truth.sequence_id}.npy")
+        for index, frame in enumerate(sequence.frame_annotations):
+            mask = np.unpackbits(masks[index], axis=-1)[:, : SPEC.width].astype(bool)
+            points = np.array(
+                [
+                    [k.point_2d.x * SPEC.width, k.point_2d.y * SPEC.height]
+                    for k in frame.annotations[0].keypoints
+                ]
+            )
+            hull = np.zeros_like(mask, np.uint8)
+            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points[1:]).astype(np.int32)), 1)
+            grown = cv2.dilate(hull, np.ones((3, 3), np.uint8)).astype(bool)
+            assert mask.any()
+            assert (mask & ~grown).sum() <= 0.01 * mask.sum()  # the object lies inside its box
+            if truth.category in ("cereal_box", "book"):  # a box fills its box's interior
+                interior = cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool)
+                assert (mask & interior).sum() >= 0.98 * interior.sum()
+
+
+def test_defects_are_recorded(tmp_path):
+    spec = SynthSpec(
+        videos_per_class=6,
+        frames=20,
+        width=64,
+        height=80,
+        seed=1,
+        categories=("bike",),
+        swing_probability=1.0,
+        bike_blur_probability=1.0,
+        wrong_category_probability=1.0,
+        workers=1,
+    )
+    truths = generate(tmp_path, spec)
+    for truth in truths:
+        assert truth.defects["swing_frames"][1] > truth.defects["swing_frames"][0]
+        assert truth.defects["annotated_category"] != "bike"
+        path = tmp_path / "annotations" / f"{truth.sequence_id}.pbdata"
+        sequence = parse_sequence(path.read_bytes(), str(path))
+        assert sequence.objects[0].category == truth.defects["annotated_category"]
