@@ -3,7 +3,6 @@ defects are known."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

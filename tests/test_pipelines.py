@@ -92,3 +92,66 @@ def test_smoke_pipeline_runs_locally_against_s3(s3_store, video_folder, tmp_path
     assert "garbage.avi" in report  # the skipped input is reported
     counts = yaml.safe_load(s3_store.get_text("runs/smoke-test/r1/inspect.json"))
     assert sum(split["samples"] for split in counts["splits"].values()) == 3
+
+
+def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDSSL_STORE_URI", s3_store.base_url)
+    monkeypatch.chdir(tmp_path)
+    experiment = Experiment.model_validate(
+        {
+            "name": "siampose-test",
+            "pipeline": "siampose",
+            "dataset": {
+                "name": "synthetic",
+                "source": {
+                    "kind": "synthetic_objectron",
+                    "videos_per_class": 2,
+                    "frames": 20,
+                    "width": 64,
+                    "height": 80,
+                    "categories": ["bike", "cup", "laptop"],
+                },
+            },
+            "ingest": {"frame_stride": 5, "workers": 1},
+        }
+    )
+    report_url = pipeline_runner.run_local(experiment, run_id="r2", force=False)
+    report = s3_store.get_text(s3_store.key_of(report_url))
+    assert "datasets/synthetic/clean/" in report
+    assert "Cleaning kept" in report
+    synth_outputs = [i.key for i in s3_store.list("datasets/synthetic/synth/")]
+    assert any(key.endswith("/raw/index/cup_annotations_train") for key in synth_outputs)
+    assert any(key.endswith("/manifest.json") for key in synth_outputs)
+
+
+def test_cli_synth_objectron_writes_the_layout(tmp_path):
+    out = tmp_path / "synthetic"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidssl.cli",
+            "synth",
+            "objectron",
+            "--out",
+            str(out),
+            "--videos-per-class",
+            "1",
+            "--seed",
+            "2",
+            "--frames",
+            "6",
+            "--width",
+            "48",
+            "--height",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "index" / "shoe_annotations_train").exists() or (
+        out / "index" / "shoe_annotations_test"
+    ).exists()
+    assert len(list((out / "annotations").rglob("*.pbdata"))) == 9

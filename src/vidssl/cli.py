@@ -18,8 +18,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
 store_app = typer.Typer(help="The local S3 server (SeaweedFS on 127.0.0.1).", no_args_is_help=True)
+synth_app = typer.Typer(help="Synthetic datasets with known ground truth.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
+app.add_typer(synth_app, name="synth")
 
 console = Console()
 errors = Console(stderr=True)
@@ -49,15 +51,72 @@ def config_show(
     console.print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
 
 
+@synth_app.command("objectron")
+def synth_objectron(
+    out: Path = typer.Option(..., "--out", help="Folder to write the dataset into."),
+    videos_per_class: int = typer.Option(8, "--videos-per-class"),
+    seed: int = typer.Option(0, "--seed"),
+    frames: int = typer.Option(60, "--frames", help="Frames per video (30 fps)."),
+    width: int = typer.Option(192, "--width"),
+    height: int = typer.Option(256, "--height"),
+    workers: int = typer.Option(0, "--workers", help="Processes; 0 = one per core."),
+) -> None:
+    """Write a synthetic dataset in Objectron's layout (videos, .pbdata, index files, masks)."""
+    from vidssl.synth.objectron import SynthSpec, generate
+
+    spec = SynthSpec(
+        videos_per_class=videos_per_class,
+        frames=frames,
+        width=width,
+        height=height,
+        seed=seed,
+        workers=workers,
+    )
+    truths = generate(out, spec)
+    defects = sum(1 for truth in truths if truth.defects)
+    console.print(f"{len(truths)} videos in {out} ({defects} with recorded defects)")
+
+
+@app.command()
+def synth(
+    experiment: str = typer.Argument(..., help="Experiment with a synthetic_objectron source."),
+    force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
+) -> None:
+    """The synth stage: generate the experiment's synthetic data into the store; prints its URL."""
+    from vidssl.stages import synth as stage
+
+    console.print(stage.raw_url(stage.run(load_experiment(experiment), force=force)))
+
+
 @app.command()
 def ingest(
     experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    source_url: str = typer.Option("", "--source-url", help="Where generated data was written."),
     force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
 ) -> None:
     """Videos -> clip shards in the store; prints the output URL."""
     from vidssl.stages import ingest as stage
 
-    output = stage.run(load_experiment(experiment), force=force)
+    output = stage.run(load_experiment(experiment), source_url=source_url or None, force=force)
+    console.print(output.url)
+
+
+@app.command()
+def clean(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    clips: str = typer.Option(..., "--clips", help="URL of Objectron clip shards."),
+    force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
+) -> None:
+    """Objectron clip shards -> cleaned clip shards + report.json; prints the output URL."""
+    from vidssl.stages import clean as stage
+
+    output = stage.run(load_experiment(experiment), clips, force=force)
+    report = output.manifest.details["report"]
+    errors.print(
+        f"kept {report['frames_kept']} of {report['frames_in']} frames; dropped "
+        f"{report['dropped_by_reason']}",
+        highlight=False,
+    )
     console.print(output.url)
 
 

@@ -19,7 +19,7 @@ from vidssl.objectron.cleaning import (
 from vidssl.progress import track
 from vidssl.shards import OutputWriter, decode_json, read_split
 from vidssl.stages.base import StageOutput, StageSpec, input_manifest, run_cached, store_for
-from vidssl.stages.ingest import frame_name
+from vidssl.clips import frame_name
 from vidssl.video import decode_jpeg
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,9 @@ def render_markdown(report: dict) -> str:
             "| dropped because | frames |",
             "|---|---:|",
         ]
-        lines += [f"| {reason} | {count} |" for reason, count in cleaning["dropped_by_reason"].items()]
+        lines += [
+            f"| {reason} | {count} |" for reason, count in cleaning["dropped_by_reason"].items()
+        ]
     if report["skipped"]:
         lines += ["", "Skipped inputs:", ""]
         lines += [f"- `{s['input']}`: {s['reason']}" for s in report["skipped"]]
