@@ -8,6 +8,7 @@ import json
 import logging
 from collections import Counter, defaultdict
 
+from vidssl.clips import frame_name
 from vidssl.config import Experiment
 from vidssl.objectron.cleaning import (
     REASONS,
@@ -19,7 +20,6 @@ from vidssl.objectron.cleaning import (
 from vidssl.progress import track
 from vidssl.shards import OutputWriter, decode_json, read_split
 from vidssl.stages.base import StageOutput, StageSpec, input_manifest, run_cached, store_for
-from vidssl.clips import frame_name
 from vidssl.video import decode_jpeg
 
 log = logging.getLogger(__name__)
