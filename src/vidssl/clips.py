@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import cv2
+
 from vidssl.config import IngestConfig
 from vidssl.datasets import VideoItem
 from vidssl.objectron.annotations import (
@@ -47,23 +49,43 @@ def _clips(frames: list, cfg: IngestConfig) -> list[list]:
     return clips[: cfg.max_clips_per_video] if cfg.max_clips_per_video else clips
 
 
+@dataclass(frozen=True)
+class EncodedFrame:
+    index: int  # in the source video
+    timestamp_s: float
+    jpeg: bytes
+    width: int
+    height: int
+
+
 def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResult:
-    """Decode one video into clip samples (runs in a worker process)."""
+    """Decode one video into clip samples (runs in a worker process). Frames are resized and
+    JPEG-coded as they are decoded, so only the JPEGs are held in memory."""
     result = VideoResult(item)
     tree = FileTree(item.tree_root)
     where = tree.describe(item.video)
     if item.size < 0:
         result.error = f"{where}: listed by the dataset but missing from disk"
         return result
+    frames: list[EncodedFrame] = []
+    decoded = 0
     try:
-        annotation = None
+        annotation = annotated = None
         if item.annotation is not None:
             annotation = parse_sequence(
                 tree.read_bytes(item.annotation), tree.describe(item.annotation)
             )
+            annotated = frames_by_index(annotation)
         with tree.local_copy(item.video) as path:
             info = probe(path)
-            frames = list(decode(path, cfg.fps, cfg.frame_stride))
+            for frame in decode(path, cfg.fps, cfg.frame_stride):
+                decoded += 1
+                if annotated is not None and frame.index not in annotated:
+                    continue
+                image = resize_short_side(frame.image, cfg.resize_short)
+                height, width = image.shape[:2]
+                jpeg = encode_jpeg(image, cfg.jpeg_quality)
+                frames.append(EncodedFrame(frame.index, frame.timestamp_s, jpeg, width, height))
     except VideoDecodeError as exc:  # it names the local copy: name the source instead
         result.error = f"{where}: {exc.reason}"
         return result
@@ -73,17 +95,12 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
     except Exception as exc:
         result.error = f"{where}: {type(exc).__name__}: {exc}"
         return result
-    decoded = len(frames)
-    annotated = frames_by_index(annotation) if annotation is not None else None
-    if annotated is not None:
-        frames = [frame for frame in frames if frame.index in annotated]
-    effective_fps = (
-        info.fps / cfg.frame_stride if cfg.frame_stride else min(cfg.fps or info.fps, info.fps)
-    )
+    if cfg.frame_stride:
+        effective_fps = info.fps / cfg.frame_stride
+    else:
+        effective_fps = min(cfg.fps or info.fps, info.fps)
     clips = _clips(frames, cfg)
     for clip_index, clip in enumerate(clips):
-        images = [resize_short_side(frame.image, cfg.resize_short) for frame in clip]
-        height, width = images[0].shape[:2]
         meta = {
             "dataset": dataset,
             "video_id": item.video_id,
@@ -95,19 +112,17 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
             "source_frame_indices": [frame.index for frame in clip],
             "timestamps": [round(frame.timestamp_s, 6) for frame in clip],
             "shot_boundaries": [0],
-            "width": width,
-            "height": height,
+            "width": clip[0].width,
+            "height": clip[0].height,
             "num_frames": len(clip),
         }
         if annotated is not None:
             meta["objects"] = objects_meta(annotation)
             meta["frames"] = [frame_meta(annotated[frame.index]) for frame in clip]
-        sample: dict = {
-            "__key__": sample_key(item.video_id, clip_index if cfg.clip_frames else None)
-        }
-        sample["meta.json"] = meta
-        for position, image in enumerate(images):
-            sample[frame_name(position)] = encode_jpeg(image, cfg.jpeg_quality)
+        key = sample_key(item.video_id, clip_index if cfg.clip_frames else None)
+        sample: dict = {"__key__": key, "meta.json": meta}
+        for position, frame in enumerate(clip):
+            sample[frame_name(position)] = frame.jpeg
         result.samples.append(sample)
     result.record = {
         "video": item.video_id,
@@ -119,6 +134,11 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
         "kept_frames": sum(len(clip) for clip in clips),
     }
     return result
+
+
+def use_one_thread() -> None:
+    """Each ingest process works on one core; parallelism comes from the number of processes."""
+    cv2.setNumThreads(1)
 
 
 def ingest_star(args: tuple) -> VideoResult:
