@@ -142,6 +142,57 @@ class CleanConfig(Strict):
     min_frames: int = Field(2, ge=1, description="drop a clip left with fewer frames")
 
 
+class TrainConfig(Strict):
+    """Self-supervised training (vidssl.train); the defaults are the SiamPose paper's."""
+
+    objective: Literal["simsiam", "ntxent", "tcn"] = "simsiam"
+    pairing: Literal["same", "nearby", "distant", "tcn"] = "nearby"
+    nearby_offset: int = Field(1, ge=1, description="kept frames between nearby views")
+    augmentation: Literal["px", "ulc_px", "lc_px", "full"] = "full"
+    views_from: Literal["crop", "frame"] = Field(
+        "crop", description="Objectron box crops or whole frames"
+    )
+    backbone: str = "resnet50"
+    weights: str | None = Field(None, description="local weights file; nothing is downloaded")
+    image_size: int = Field(224, ge=16)
+    projection_dim: int = Field(2048, gt=0)
+    predictor_dim: int = Field(512, gt=0)
+    temperature: float = Field(0.1, gt=0)
+    margin: float = Field(0.2, ge=0)
+    batch_size: int = Field(256, gt=1)
+    base_lr: float = Field(0.05, gt=0, description="scaled by batch_size / 256")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(10, ge=0)
+    epochs: int = Field(25, gt=0, description="in all, warm-up included; cosine over the rest")
+    steps_per_epoch: int | None = Field(None, gt=0, description="default: one example per clip")
+    examples_per_clip: int = Field(1, gt=0, description="examples drawn from a clip per visit")
+    shuffle_buffer: int = Field(1000, ge=0)
+    loader_workers: int = Field(2, ge=0)
+    amp: bool = Field(True, description="bf16 autocast on GPU; ignored on CPU")
+    channels_last: bool = True
+    checkpoint_every: int = Field(500, gt=0, description="steps")
+    knn_k: int = Field(20, gt=0)
+    knn_max_train: int = Field(20000, gt=0)
+    explode_factor: float = Field(10.0, gt=1, description="stop when loss > this x recent median")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus HTTP port; 0 = off")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError("train.warmup_epochs must be below train.epochs")
+        if (self.objective == "tcn") != (self.pairing == "tcn"):
+            raise ValueError("train.objective tcn goes with train.pairing tcn, and only with it")
+        return self
+
+
+class ExportConfig(Strict):
+    baselines: list[Literal["random", "imagenet"]] = Field(default_factory=lambda: ["random"])
+    imagenet_weights: str | None = Field(None, description="local file for the imagenet baseline")
+    batch_size: int = Field(256, gt=0)
+
+
 class ShardConfig(Strict):
     max_samples: int = Field(1000, gt=0)
     max_bytes: int = Field(256 << 20, gt=0)
@@ -172,6 +223,8 @@ class Experiment(Strict):
     dataset: DatasetConfig
     ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
     shards: ShardConfig = ShardConfig()
     cluster: ClusterConfig = ClusterConfig()
 

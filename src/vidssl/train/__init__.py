@@ -1,0 +1,1 @@
+"""Self-supervised training from video: view samplers, augmentations, objectives, the trainer."""

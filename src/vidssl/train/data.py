@@ -1,0 +1,107 @@
+"""Training examples from clip shards: per example, the frames a pairing picks, cropped (one
+shared window for Objectron) or whole, flipped together, augmented independently.
+
+One epoch is a fixed number of batches drawn from an endless, seeded stream (shards resampled,
+clips shuffled): the same (seed, epoch) gives the same batches, so a resumed run can skip to
+where it stopped and continue exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vidssl.clips import frame_name
+from vidssl.config import TrainConfig
+from vidssl.objectron.cleaning import crop_box
+from vidssl.shards import decode_json, read_split
+from vidssl.store import open_store
+from vidssl.train.augment import eval_transform, flip_views, view_transform
+from vidssl.train.views import crop_with_padding, sample_frames, shared_crop_window
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("a frame is not a decodable JPEG")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def frame_box(meta: dict, position: int) -> list[float]:
+    frame = meta["frames"][position]
+    return frame.get("crop_box") or crop_box(frame, 0.1)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+
+
+def view_images(
+    sample: dict, meta: dict, positions: list[int], views_from: str
+) -> list[np.ndarray]:
+    """The frames at `positions`, cropped to one shared window when views are crops."""
+    images = {p: decode_rgb(sample[frame_name(p)]) for p in set(positions)}
+    if views_from == "frame":
+        return [images[p] for p in positions]
+    if "frames" not in meta:
+        raise ValueError(
+            f"{sample.get('__url__')}: sample {sample['__key__']!r} has no boxes; crops need "
+            "Objectron clips (or set train.views_from: frame)"
+        )
+    height, width = images[positions[0]].shape[:2]
+    window = shared_crop_window([frame_box(meta, p) for p in positions], width, height)
+    return [crop_with_padding(images[p], window) for p in positions]
+
+
+class TrainingExamples(IterableDataset):
+    """Endless seeded stream of examples (a list of view tensors) for one epoch."""
+
+    def __init__(self, store_uri: str, prefix: str, cfg: TrainConfig, epoch: int, rank: int = 0):
+        self.store_uri, self.prefix, self.cfg, self.epoch, self.rank = (
+            store_uri,
+            prefix,
+            cfg,
+            epoch,
+            rank,
+        )
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        cfg = self.cfg
+        info = get_worker_info()
+        worker = info.id if info else 0
+        stream_seed = ((cfg.seed * 1000 + self.epoch) * 100 + self.rank) * 100 + worker
+        rng = random.Random(stream_seed)
+        generator = torch.Generator().manual_seed(stream_seed)
+        transform = view_transform(cfg.augmentation, cfg.image_size)
+        clips = read_split(
+            open_store(self.store_uri),
+            self.prefix,
+            "train",
+            resampled=True,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=stream_seed,
+        )
+        minimum = 4 if cfg.pairing == "tcn" else 1
+        for sample in clips:
+            meta = decode_json(sample)
+            if meta["num_frames"] < minimum:
+                continue
+            for _ in range(cfg.examples_per_clip):
+                positions = sample_frames(cfg.pairing, meta["num_frames"], rng, cfg.nearby_offset)
+                images = view_images(sample, meta, positions, cfg.views_from)
+                views = flip_views([to_tensor(image) for image in images], generator)
+                yield [transform(view) for view in views]
+
+
+def frame_crops(sample: dict, views_from: str, size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Every frame of a clip as a deterministic evaluation view: (position, tensor)."""
+    meta = decode_json(sample)
+    transform = eval_transform(size)
+    for position in range(meta["num_frames"]):
+        (image,) = view_images(sample, meta, [position], views_from)
+        yield position, transform(to_tensor(image))

@@ -1,0 +1,278 @@
+"""The one training loop every objective shares: SGD with lr scaled by batch/256 (the SimSiam
+predictor's lr fixed), linear warm-up then cosine over the epochs actually trained, bf16
+autocast and channels_last on GPU, DDP under torchrun, checkpoints in the store every N steps
+with exact resume, the collapse monitor, kNN category accuracy on val each epoch, progress with
+rate and ETA, Prometheus metrics, and a stop with a clear message when the loss diverges."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vidssl.config import TrainConfig
+from vidssl.progress import _format_eta
+from vidssl.store import ObjectStore
+from vidssl.train.data import TrainingExamples
+from vidssl.train.embed import embed_split, knn_accuracy
+from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics, collapse_std
+
+log = logging.getLogger(__name__)
+
+LATEST = "checkpoints/latest.json"
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over `warmup_epochs`, then cosine to 0 at the end of `epochs`."""
+    peak = cfg.base_lr * cfg.batch_size / 256
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_environment(cls, device: torch.device) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(int(os.environ.get("RANK", "0")), world)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        store: ObjectStore,
+        output_prefix: str,
+        store_uri: str,
+        clips_prefix: str,
+        steps_per_epoch: int,
+        job: str = "vidssl-train",
+        device: torch.device | None = None,
+    ) -> None:
+        self.cfg, self.store, self.prefix = cfg, store, output_prefix
+        self.store_uri, self.clips_prefix = store_uri, clips_prefix
+        self.steps_per_epoch = steps_per_epoch
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.distributed = Distributed.from_environment(self.device)
+        self.model = model.to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        fixed = {id(p) for m in getattr(model, "fixed_lr_modules", list)() for p in m.parameters()}
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": [p for p in model.parameters() if id(p) not in fixed], "fix_lr": False},
+                {"params": [p for p in model.parameters() if id(p) in fixed], "fix_lr": True},
+            ],
+            lr=learning_rate(cfg, 0, steps_per_epoch),
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.forward_model: nn.Module = self.model
+        if self.distributed.world > 1:
+            self.forward_model = nn.parallel.DistributedDataParallel(self.model)
+        self.metrics = TrainMetrics(job, cfg.metrics_port if self.distributed.main else 0)
+        self.guard = DivergenceGuard(cfg.explode_factor)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        if not self.distributed.main:
+            return
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "history": self.history,
+            },
+            buffer,
+        )
+        key = f"checkpoints/step-{self.step:08d}.pt"
+        self.store.put(f"{self.prefix}/{key}", buffer.getvalue())
+        previous = self._latest()
+        self.store.put_text(f"{self.prefix}/{LATEST}", json.dumps({"step": self.step, "key": key}))
+        if previous and previous["key"] != key:  # keep the newest only, once the pointer moved
+            self.store.delete(f"{self.prefix}/{previous['key']}")
+        log.info("checkpoint at step %d: %s", self.step, self.store.url(f"{self.prefix}/{key}"))
+
+    def _latest(self) -> dict | None:
+        if not self.store.exists(f"{self.prefix}/{LATEST}"):
+            return None
+        return json.loads(self.store.get_text(f"{self.prefix}/{LATEST}"))
+
+    def resume(self) -> bool:
+        latest = self._latest()
+        if latest is None:
+            return False
+        state = torch.load(
+            io.BytesIO(self.store.get(f"{self.prefix}/{latest['key']}")),
+            map_location=self.device,
+            weights_only=False,
+        )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.history = state["step"], state["history"]
+        log.info("resuming from step %d (%s)", self.step, latest["key"])
+        return True
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _loader(self, epoch: int) -> DataLoader:
+        torch.manual_seed(self.cfg.seed * 1000 + epoch)  # in-process augmentation draws
+        dataset = TrainingExamples(
+            self.store_uri, self.clips_prefix, self.cfg, epoch, self.distributed.rank
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size // self.distributed.world,
+            num_workers=self.cfg.loader_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+            persistent_workers=False,
+            prefetch_factor=4 if self.cfg.loader_workers else None,
+        )
+
+    def _train_step(self, views: list[torch.Tensor]) -> tuple[float, float]:
+        cfg = self.cfg
+        lr = learning_rate(cfg, self.step, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.base_lr * cfg.batch_size / 256 if group["fix_lr"] else lr
+        memory = torch.channels_last if cfg.channels_last and self.device.type == "cuda" else None
+        views = [
+            v.to(self.device, non_blocking=True, memory_format=memory or torch.contiguous_format)
+            for v in views
+        ]
+        use_amp = cfg.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, projections = self.forward_model(views)
+        value = float(loss.detach())
+        self.guard.check(value, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return value, collapse_std(projections)
+
+    def _log_progress(self, epoch: int, total: int, loss: float, std: float, rate: float) -> None:
+        eta = _format_eta((total - self.step) * self.cfg.batch_size / max(rate, 1e-9))
+        lr = learning_rate(self.cfg, self.step - 1, self.steps_per_epoch)
+        log.info(
+            "step %d/%d epoch %d loss %.4f lr %.4g collapse-std %.4f %.1f samples/s ETA %s",
+            self.step, total, epoch, loss, lr, std, rate, eta,
+        )  # fmt: skip
+        self.metrics.push()
+
+    def fit(self, stop_after_step: int | None = None) -> TrainResult:
+        """Train to `epochs` (or stop early after a given step, as a crash would)."""
+        cfg = self.cfg
+        total = cfg.epochs * self.steps_per_epoch
+        self.resume()
+        started, done_here = time.monotonic(), 0
+        while self.step < total:
+            epoch, skip = divmod(self.step, self.steps_per_epoch)
+            batches = iter(self._loader(epoch))
+            for _ in range(skip):  # a resumed epoch: draw the batches already trained on
+                next(batches)
+            losses, stds = [], []
+            for _ in range(skip, self.steps_per_epoch):
+                try:
+                    loss, std = self._train_step(next(batches))
+                except TrainingDiverged as exc:
+                    raise TrainingDiverged(
+                        f"training stopped: {exc}. The last good checkpoint is kept at "
+                        f"{self.store.url(self.prefix + '/checkpoints/')}; lower train.base_lr "
+                        "or check the data"
+                    ) from None
+                losses.append(loss)
+                stds.append(std)
+                done_here += 1
+                rate = done_here * cfg.batch_size / (time.monotonic() - started)
+                self.metrics.update(
+                    loss=loss,
+                    lr=learning_rate(cfg, self.step - 1, self.steps_per_epoch),
+                    samples_per_second=rate,
+                    collapse_std=std,
+                    epoch=epoch,
+                    step=self.step,
+                )
+                if self.step % 10 == 0 or self.step == total:
+                    self._log_progress(epoch, total, loss, std, rate)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if stop_after_step is not None and self.step >= stop_after_step:
+                    return TrainResult(self.step, self.history)
+            record = {
+                "epoch": epoch,
+                "step": self.step,
+                "loss": sum(losses) / len(losses),
+                "collapse_std": sum(stds) / len(stds),
+                "samples_per_second": round(
+                    done_here * cfg.batch_size / (time.monotonic() - started), 2
+                ),
+                "knn_accuracy": self.evaluate_knn(),
+            }
+            self.history.append(record)
+            self.metrics.update(knn_accuracy=record["knn_accuracy"])
+            self.metrics.push()
+            log.info("epoch %d done: %s", epoch, record)
+            self.save_checkpoint()
+        return TrainResult(self.step, self.history)
+
+    def encoder(self) -> nn.Module:
+        return self.model.encoder
+
+    def evaluate_knn(self) -> float:
+        """kNN category accuracy of val frames against train frames (encoder features)."""
+        if not self.distributed.main:
+            return float("nan")
+        from vidssl.shards import read_manifest
+
+        splits = read_manifest(self.store, self.clips_prefix).splits
+        if "val" not in splits or "train" not in splits:
+            return float("nan")
+
+        def embed(split: str, limit: int | None) -> tuple[torch.Tensor, list[str]]:
+            features, labels = [], []
+            for batch, records in embed_split(
+                self.encoder(), self.store, self.clips_prefix, split,
+                views_from=self.cfg.views_from, size=self.cfg.image_size, limit=limit,
+            ):  # fmt: skip
+                features.append(batch)
+                labels += [record["category"] for _, record in records]
+            return torch.cat(features), labels
+
+        train_features, train_labels = embed("train", self.cfg.knn_max_train)
+        val_features, val_labels = embed("val", None)
+        return knn_accuracy(train_features, train_labels, val_features, val_labels, self.cfg.knn_k)

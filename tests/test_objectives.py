@@ -1,0 +1,132 @@
+"""Losses against hand-computed values, the stop-gradient, view samplers and presets."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from vidssl.train.augment import flip_views, view_transform
+from vidssl.train.backbones import build_backbone
+from vidssl.train.objectives.ntxent import nt_xent_loss
+from vidssl.train.objectives.simsiam import SimSiam, negative_cosine, simsiam_loss
+from vidssl.train.objectives.tcn import triplet_loss
+from vidssl.train.views import crop_with_padding, sample_frames, shared_crop_window
+
+
+def test_negative_cosine_by_hand():
+    p = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    z = torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    assert float(negative_cosine(p, z)) == pytest.approx(-(0.0 + 1.0) / 2)
+
+
+def test_simsiam_loss_is_the_symmetric_mean():
+    p1, p2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    z1, z2 = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    # D(p1, z2) = -1, D(p2, z1) = -cos(45deg)
+    assert float(simsiam_loss(p1, p2, z1, z2)) == pytest.approx(-(1 + math.sqrt(0.5)) / 2)
+
+
+def test_no_gradient_through_the_stop_gradient_branch():
+    p = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    z = torch.tensor([[3.0, 1.0]], requires_grad=True)
+    simsiam_loss(p, p, z, z).backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    assert z.grad is None
+
+
+def test_simsiam_model_trains_encoder_through_the_predictor_side_only():
+    torch.manual_seed(0)
+    encoder, dim = build_backbone("resnet_small")
+    model = SimSiam(encoder, dim, 64, 16)
+    x = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    loss, z = model(x)
+    assert not z.requires_grad
+    loss.backward()
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    assert model.predictor[0].weight.grad.abs().sum() > 0
+
+
+def test_nt_xent_by_hand():
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    tau = 0.5
+    # For view 0: positive (index 2) has sim 1, negatives (1, 3) have sim 0.
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 2 * math.exp(0)))
+    assert float(nt_xent_loss(z1, z2, tau)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_triplet_loss_by_hand():
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[1.0, 1.0]])  # |a - p|^2 = (1 - 1/sqrt2)^2 + 1/2
+    n = torch.tensor([[0.0, 1.0]])  # |a - n|^2 = 2
+    d_ap = (1 - 1 / math.sqrt(2)) ** 2 + 0.5
+    assert float(triplet_loss(a, p, n, 0.2)) == pytest.approx(max(0.0, d_ap - 2 + 0.2))
+    assert float(triplet_loss(a, p, n, 2.0)) == pytest.approx(d_ap - 2 + 2.0)
+
+
+def test_nearby_pairs_are_the_offset_apart():
+    rng = random.Random(0)
+    for _ in range(500):
+        a, b = sample_frames("nearby", 12, rng, offset=2)
+        assert abs(a - b) == 2 and 0 <= b < 12
+
+
+def test_same_pairs_repeat_a_frame():
+    rng = random.Random(1)
+    assert all(len(set(sample_frames("same", 9, rng))) == 1 for _ in range(100))
+
+
+def test_distant_pairs_spread_over_the_video():
+    rng = random.Random(2)
+    gaps = Counter(abs(a - b) for a, b in (sample_frames("distant", 20, rng) for _ in range(4000)))
+    assert 0 not in gaps
+    assert max(gaps) >= 17 and np.mean([g for g, c in gaps.items() for _ in range(c)]) > 5
+
+
+def test_tcn_negatives_are_far_and_positives_close():
+    rng = random.Random(3)
+    for _ in range(1000):
+        anchor, positive, negative = sample_frames("tcn", 10, rng)
+        assert abs(anchor - positive) == 1 and abs(anchor - negative) > 2
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        sample_frames("tcn", 3, rng)
+
+
+def test_shared_window_covers_both_boxes_and_is_square():
+    window = shared_crop_window([[0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.5, 0.45]], 200, 100)
+    x0, y0, x1, y1 = window
+    assert x1 - x0 == y1 - y0
+    assert x0 <= 20 and x1 >= 100 and y0 <= 20 and y1 >= 45
+    crop = crop_with_padding(np.zeros((100, 200, 3), np.uint8), (-10, -10, 30, 30))
+    assert crop.shape == (40, 40, 3)
+
+
+@pytest.mark.parametrize("preset", ["px", "ulc_px", "lc_px", "full"])
+def test_presets(preset):
+    transform = view_transform(preset, 32)
+    kinds = [type(t).__name__ for t in transform.transforms]
+    crops = [t for t in transform.transforms if isinstance(t, v2.RandomResizedCrop)]
+    if preset == "px":
+        assert not crops and "Resize" in kinds
+    else:
+        low, _ = crops[0].scale
+        assert low == {"ulc_px": 0.8, "lc_px": 0.6, "full": 0.2}[preset]
+        assert (crops[0].ratio == (1.0, 1.0)) == (preset != "full")
+    assert "RandomGrayscale" in kinds and kinds.count("RandomApply") == 2  # jitter, blur
+    out = transform(torch.randint(0, 255, (3, 50, 70), dtype=torch.uint8))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+def test_one_flip_decision_per_example():
+    views = [torch.arange(6.0).reshape(1, 2, 3), torch.arange(6.0).reshape(1, 2, 3) + 10]
+    flipped = [flip_views(views, torch.Generator().manual_seed(s)) for s in range(20)]
+    for a, b in flipped:
+        assert torch.equal(a.flip(-1) if a[0, 0, 0] == 2 else a, views[0])
+        assert (a[0, 0, 0] == 2) == (b[0, 0, 0] == 12)  # both flipped or neither
+    assert {bool(a[0, 0, 0] == 2) for a, _ in flipped} == {True, False}
