@@ -12,12 +12,12 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest clean help
+.PHONY: setup test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
-	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest"
+	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train"
 
 setup: $(SETUP_STAMP)
 
@@ -62,6 +62,9 @@ bench-store: setup store-up
 
 bench-ingest: setup data store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.ingest
+
+bench-train: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.train
 
 clean: store-down
 	rm -rf build local_outputs

@@ -1,15 +1,16 @@
-"""`siampose`: [synth ->] ingest -> clean -> inspect on Objectron-format data.
-
-The learning stages (train, export, bench) join this pipeline as they land; the synthetic
-source adds the synth stage in front, real Objectron is read where `dataset.source.root` says.
+"""`siampose`: [synth ->] ingest -> clean -> train -> export (trained and baselines), and an
+inspect report of the cleaned clips. The synthetic source adds the synth stage in front; real
+Objectron is read where `dataset.source.root` says. Benchmarks join when they land.
 """
 
 from kfp import dsl
 
 from components.clean import clean
+from components.export import export
 from components.ingest import ingest
 from components.inspect import inspect
 from components.synth import synth
+from components.train import train
 from pipelines.cluster import on_cluster
 from vidssl.config import Experiment
 
@@ -35,11 +36,26 @@ def build(experiment: Experiment):
         cleaned = on_cluster(
             clean(config_json=config_json, clips_url=clips.output, force=force), "clean", experiment
         )
+        clips_url = cleaned.outputs["Output"]
         report = on_cluster(
-            inspect(config_json=config_json, clips_url=cleaned.outputs["Output"], run_id=run_id),
+            inspect(config_json=config_json, clips_url=clips_url, run_id=run_id),
             "inspect",
             experiment,
         )
+        model = on_cluster(
+            train(config_json=config_json, clips_url=clips_url, force=force), "train", experiment
+        )
+        on_cluster(
+            export(config_json=config_json, clips_url=clips_url, model_url=model.outputs["Output"],
+                   baseline="", force=force),
+            "export", experiment,
+        )  # fmt: skip
+        for baseline in experiment.export.baselines:
+            on_cluster(
+                export(config_json=config_json, clips_url=clips_url, model_url="",
+                       baseline=baseline, force=force),
+                "export", experiment,
+            ).set_display_name(f"export-{baseline}")  # fmt: skip
         return report.outputs["Output"]
 
     return siampose_pipeline

@@ -113,6 +113,18 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
                 },
             },
             "ingest": {"frame_stride": 5, "workers": 1},
+            "train": {
+                "backbone": "resnet_small",
+                "image_size": 32,
+                "batch_size": 4,
+                "projection_dim": 32,
+                "predictor_dim": 8,
+                "epochs": 2,
+                "warmup_epochs": 1,
+                "steps_per_epoch": 2,
+                "loader_workers": 0,
+                "shuffle_buffer": 4,
+            },
         }
     )
     report_url = pipeline_runner.run_local(experiment, run_id="r2", force=False)
@@ -122,6 +134,13 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
     synth_outputs = [i.key for i in s3_store.list("datasets/synthetic/synth/")]
     assert any(key.endswith("/raw/index/cup_annotations_train") for key in synth_outputs)
     assert any(key.endswith("/manifest.json") for key in synth_outputs)
+    assert any(i.key.endswith("/final.pt") for i in s3_store.list("datasets/synthetic/train/"))
+    exports = {
+        i.key.split("/")[3]
+        for i in s3_store.list("datasets/synthetic/export/")
+        if i.key.endswith("manifest.json")
+    }
+    assert len(exports) == 2  # the trained encoder and the random baseline
 
 
 def test_cli_synth_objectron_writes_the_layout(tmp_path):

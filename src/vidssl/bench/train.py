@@ -1,0 +1,211 @@
+"""`make bench-train`: training throughput.
+
+- CPU demo: images/s of the default experiment's training (its own config: small ResNet, 64 px,
+  SimSiam on nearby pairs) over a fixed number of steps, and the demo's projected training time.
+- GPU (when one is present): ResNet-50 224 px SimSiam through the trainer (bf16 autocast,
+  channels_last, loader workers, transforms v2 on uint8 tensors) next to a plain loop of the
+  same model and batch (fp32, no channels_last, PIL transforms), in the same run, with the GPU's
+  utilisation sampled from nvidia-smi while each runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from vidssl.config import Experiment, load_experiment
+from vidssl.stages import clean, ingest, synth
+from vidssl.stages.base import store_for
+from vidssl.train.objectives import build_objective, views_needed
+from vidssl.train.trainer import Trainer
+
+
+def demo_clips(experiment: Experiment) -> str:
+    raw = synth.raw_url(synth.run(experiment))
+    return clean.run(experiment, ingest.run(experiment, source_url=raw).url).url
+
+
+def trainer_images_per_second(experiment: Experiment, clips_url: str, steps: int) -> float:
+    """Images/s (examples x views) over `steps` steps of the trainer, after 5 warm-up steps."""
+    store = store_for(experiment)
+    prefix = f"bench/train/{uuid.uuid4().hex[:8]}"
+    cfg = experiment.train.model_copy(update={"checkpoint_every": 10**9})
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(
+        build_objective(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
+        steps_per_epoch=10**6,
+    )  # fmt: skip
+    trainer.fit(stop_after_step=5)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    trainer.fit(stop_after_step=5 + steps)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    store.delete_prefix(prefix + "/")
+    return steps * cfg.batch_size * views_needed(cfg.objective) / seconds
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (%) sampled from nvidia-smi while the block runs."""
+
+    def __enter__(self) -> GpuUtilisation:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if out.returncode == 0 and out.stdout.strip():
+                self.samples.append(float(out.stdout.split()[0]))
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+
+
+def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: int) -> float:
+    """The same model and batch, fp32, default memory format, PIL transforms (v1)."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, IterableDataset
+    from torchvision import transforms as T
+
+    from vidssl.shards import decode_json, read_split
+    from vidssl.train.data import frame_box
+    from vidssl.train.views import sample_frames, shared_crop_window
+
+    cfg = experiment.train
+    store = store_for(experiment)
+    prefix = store.key_of(clips_url)
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(cfg.image_size, scale=(0.2, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.5),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+
+    class PilPairs(IterableDataset):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            import random
+
+            rng = random.Random(0)
+            for sample in read_split(store, prefix, "train", resampled=True, seed=1):
+                meta = decode_json(sample)
+                a, b = sample_frames("nearby", meta["num_frames"], rng)
+                images = [
+                    Image.open(io.BytesIO(sample[f"f{p:03d}.jpg"])).convert("RGB") for p in (a, b)
+                ]
+                window = shared_crop_window(
+                    [frame_box(meta, a), frame_box(meta, b)], *images[0].size
+                )
+                yield [transform(image.crop(window)) for image in images]
+
+    device = torch.device("cuda")
+    model = build_objective(cfg).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    loader = iter(DataLoader(PilPairs(), batch_size=cfg.batch_size, num_workers=cfg.loader_workers))
+    for step in range(5 + steps):
+        if step == 5:
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+        views = [v.to(device) for v in next(loader)]
+        loss, _ = model(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    return steps * cfg.batch_size * 2 / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--gpu-steps", type=int, default=100)
+    parser.add_argument("--gpu-batch", type=int, default=128)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("VIDSSL_STORE_URI", "s3://vidssl")
+    demo = load_experiment("siampose_synthetic")
+    clips_url = demo_clips(demo)
+    results: dict = {"cores": os.cpu_count()}
+    rate = trainer_images_per_second(demo, clips_url, args.steps)
+    cfg = demo.train
+    total_images = (
+        cfg.epochs * (cfg.steps_per_epoch or 0) * cfg.batch_size * views_needed(cfg.objective)
+    )
+    results["cpu_demo"] = {
+        "images_per_second": round(rate, 1),
+        "steps_per_second": round(rate / cfg.batch_size / views_needed(cfg.objective), 2),
+        "projected_training_minutes": round(total_images / rate / 60, 1),
+        "config": {
+            k: getattr(cfg, k)
+            for k in ("backbone", "image_size", "batch_size", "epochs", "steps_per_epoch")
+        },
+    }
+    setup = f"{cfg.backbone}, {cfg.image_size} px, batch {cfg.batch_size}"
+    minutes = results["cpu_demo"]["projected_training_minutes"]
+    steps = cfg.epochs * (cfg.steps_per_epoch or 0)
+    print(
+        f"CPU demo ({setup}) on {os.cpu_count()} cores: {rate:.1f} images/s; "
+        f"{steps} steps take ~{minutes} min"
+    )
+    if torch.cuda.is_available():
+        workers = min(8, os.cpu_count() or 1)
+        gpu_cfg = demo.train.model_copy(
+            update={"backbone": "resnet50", "image_size": 224, "batch_size": args.gpu_batch,
+                    "projection_dim": 2048, "predictor_dim": 512, "loader_workers": workers}
+        )  # fmt: skip
+        gpu_demo = demo.model_copy(update={"train": gpu_cfg})
+        with GpuUtilisation() as ours_util:
+            ours = trainer_images_per_second(gpu_demo, clips_url, args.gpu_steps)
+        with GpuUtilisation() as plain_util:
+            plain = plain_loop_images_per_second(gpu_demo, clips_url, args.gpu_steps)
+        results["gpu"] = {
+            "device": torch.cuda.get_device_name(),
+            "trainer_images_per_second": round(ours, 1),
+            "trainer_gpu_utilisation": round(ours_util.mean, 1),
+            "plain_images_per_second": round(plain, 1),
+            "plain_gpu_utilisation": round(plain_util.mean, 1),
+            "speedup": round(ours / plain, 2),
+        }
+        print(
+            f"GPU {results['gpu']['device']}: trainer {ours:.0f} images/s "
+            f"({ours_util.mean:.0f}% busy) vs plain loop {plain:.0f} images/s "
+            f"({plain_util.mean:.0f}% busy): {ours / plain:.2f}x"
+        )
+    else:
+        print(
+            "no GPU on this machine: the ResNet-50 224 px comparison needs one (run on a GPU node)"
+        )
+    out = Path(os.environ.get("VIDSSL_BENCH_DIR", "build/bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
