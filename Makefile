@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train clean help
+.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -27,6 +27,11 @@ $(SETUP_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
+
+# Debian packages the tests use: a real Prometheus Pushgateway for the training metrics test.
+system-packages:
+	command -v prometheus-pushgateway >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null)
 
 # OpenCV's sample videos from Debian's opencv-doc package (real AVI/MP4 files for tests and smoke).
 data: $(SAMPLES_DIR)/opencv/vtest.avi
@@ -43,7 +48,7 @@ store-down:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup data
+test: setup data system-packages
 	$(PY) -m pytest -q
 
 pipeline-compile: setup

@@ -1,7 +1,6 @@
-"""`siampose`: [synth ->] ingest -> clean -> train -> export (trained and baselines), and an
-inspect report of the cleaned clips. The synthetic source adds the synth stage in front; real
-Objectron is read where `dataset.source.root` says. Benchmarks join when they land.
-"""
+"""`siampose`: [synth ->] ingest -> [clean ->] train -> export (trained encoder and baselines),
+plus an inspect report of the clips trained on. Objectron sources are cleaned, UCF101 is not;
+the synthetic source adds the synth stage in front. Benchmarks join when they land."""
 
 from kfp import dsl
 
@@ -18,6 +17,7 @@ from vidssl.config import Experiment
 def build(experiment: Experiment):
     config_json = experiment.model_dump_json()
     synthetic = experiment.dataset.source.kind == "synthetic_objectron"
+    objectron = experiment.dataset.source.kind in ("objectron", "synthetic_objectron")
 
     @dsl.pipeline(name=f"vidssl-{experiment.name}", description=experiment.description)
     def siampose_pipeline(
@@ -33,10 +33,14 @@ def build(experiment: Experiment):
             "ingest",
             experiment,
         )
-        cleaned = on_cluster(
-            clean(config_json=config_json, clips_url=clips.output, force=force), "clean", experiment
-        )
-        clips_url = cleaned.outputs["Output"]
+        clips_url = clips.output
+        if objectron:  # UCF101 and other whole-frame sources have no annotations to clean
+            cleaned = on_cluster(
+                clean(config_json=config_json, clips_url=clips_url, force=force),
+                "clean",
+                experiment,
+            )
+            clips_url = cleaned.outputs["Output"]
         report = on_cluster(
             inspect(config_json=config_json, clips_url=clips_url, run_id=run_id),
             "inspect",

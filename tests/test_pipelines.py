@@ -174,3 +174,16 @@ def test_cli_synth_objectron_writes_the_layout(tmp_path):
         out / "index" / "shoe_annotations_test"
     ).exists()
     assert len(list((out / "annotations").rglob("*.pbdata"))) == 9
+
+
+def test_every_shipped_experiment_compiles(tmp_path):
+    from pathlib import Path
+
+    from vidssl.config import load_experiment
+
+    for path in sorted(Path(REPO_ROOT, "pipelines", "experiments").glob("*.yaml")):
+        package = compile_experiment(load_experiment(str(path)), tmp_path)
+        assert (
+            components.load_component_from_file(str(package)).name
+            == f"vidssl-{path.stem.replace('_', '-')}"
+        )

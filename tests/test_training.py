@@ -176,3 +176,29 @@ def test_export_writes_normalised_fp16_embeddings_per_split(tmp_path):
                 assert meta["split"] == split and "crop_box" in meta["annotation"]
     with pytest.raises(ValueError, match="imagenet_weights"):
         export.run(experiment, clips_url, baseline="imagenet")
+
+
+def test_two_processes_under_torchrun(tmp_path):
+    """DDP on CPU (gloo): two processes train one model; rank 0 writes it."""
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    experiment = _experiment(f"file://{tmp_path / 'store'}", steps_per_epoch=2)
+    clips_url = _clips(experiment)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={port}", "--master_addr=127.0.0.1",
+         "-m", "vidssl.cli", "train", str(path), "--clips", clips_url],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = train.run(experiment, clips_url)
+    assert output.cached and output.manifest.details["steps"] == 4

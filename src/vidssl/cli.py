@@ -134,6 +134,41 @@ def inspect(
 
 
 @app.command()
+def train(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    clips: str = typer.Option(..., "--clips", help="URL of the clip shards to train on."),
+    force: bool = typer.Option(False, "--force", help="Start over instead of resuming."),
+) -> None:
+    """Self-supervised training (resumes from the latest checkpoint); prints the model URL.
+    Several processes: `torchrun --nproc_per_node N -m vidssl.cli train ...`."""
+    from vidssl.stages import train as stage
+
+    output = stage.run(load_experiment(experiment), clips, force=force)
+    console.print(output.model_url)
+
+
+@app.command("export")
+def export_embeddings(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    clips: str = typer.Option(..., "--clips", help="URL of the clip shards to embed."),
+    model: str = typer.Option("", "--model", help="URL of a trained final.pt."),
+    baseline: str = typer.Option("", "--baseline", help="random or imagenet, instead of --model."),
+    force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
+) -> None:
+    """Embed every frame/crop with a frozen encoder into fp16 embedding shards; prints the URL."""
+    from vidssl.stages import export as stage
+
+    output = stage.run(
+        load_experiment(experiment),
+        clips,
+        model_url=model or None,
+        baseline=baseline or None,
+        force=force,
+    )
+    console.print(output.url)
+
+
+@app.command()
 def verify(
     url: str = typer.Argument(..., help="URL of a stage output (its folder)."),
     experiment: str = typer.Option("smoke", "--exp", help="Experiment whose store holds it."),

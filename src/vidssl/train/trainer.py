@@ -97,6 +97,8 @@ class Trainer:
         )
         self.forward_model: nn.Module = self.model
         if self.distributed.world > 1:
+            if self.device.type == "cuda":  # SimSiam's BN statistics span the global batch
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.forward_model = nn.parallel.DistributedDataParallel(self.model)
         self.metrics = TrainMetrics(job, cfg.metrics_port if self.distributed.main else 0)
         self.guard = DivergenceGuard(cfg.explode_factor)
