@@ -12,6 +12,7 @@ import torch
 from vidssl.config import Experiment, TrainConfig
 from vidssl.shards import decode_json, read_split
 from vidssl.stages import clean, export, ingest, synth, train
+from vidssl.store import open_store
 from vidssl.train.embed import knn_accuracy
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, collapse_std
 from vidssl.train.trainer import learning_rate
@@ -120,8 +121,6 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path
     with pytest.raises(TrainingDiverged, match="last good checkpoint is kept") as caught:
         train.run(experiment, _clips(experiment))
     assert "lower train.base_lr" in str(caught.value)
-    from vidssl.store import open_store
-
     store = open_store(f"file://{tmp_path}")
     assert [i.key for i in store.list("datasets/tiny/train/") if i.key.endswith(".pt")]
 
@@ -151,8 +150,6 @@ def test_export_writes_normalised_fp16_embeddings_per_split(tmp_path):
     experiment = _experiment(f"file://{tmp_path}")
     clips_url = _clips(experiment)
     model = train.run(experiment, clips_url)
-    from vidssl.store import open_store
-
     store = open_store(f"file://{tmp_path}")
     clip_prefix = store.key_of(clips_url)
     clip_frames = {
@@ -202,3 +199,40 @@ def test_two_processes_under_torchrun(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = train.run(experiment, clips_url)
     assert output.cached and output.manifest.details["steps"] == 4
+
+
+def test_whole_frame_views_and_an_imagenet_weights_file(tmp_path, video_folder):
+    """UCF101-style training on whole frames, and the ImageNet baseline from a local file."""
+    from vidssl.train.backbones import build_backbone
+
+    experiment = Experiment.model_validate(
+        {
+            "name": "frames",
+            "pipeline": "siampose",
+            "store": {"uri": f"file://{tmp_path / 'store'}"},
+            "dataset": {
+                "name": "frames",
+                "source": {"kind": "folder", "root": str(video_folder)},
+                "val_fraction": 0.0,
+            },
+            "ingest": {"fps": 5, "workers": 1},
+            "train": {**TINY_TRAIN, "views_from": "frame", "batch_size": 2, "shuffle_buffer": 2},
+        }
+    )
+    clips_url = ingest.run(experiment).url
+    output = train.run(experiment, clips_url)
+    assert output.manifest.details["steps"] == 6
+    weights = tmp_path / "imagenet-like.pt"
+    torch.save(build_backbone("resnet_small")[0].state_dict(), weights)
+    with_weights = experiment.model_copy(
+        update={"export": experiment.export.model_copy(update={"imagenet_weights": str(weights)})}
+    )
+    exported = export.run(with_weights, clips_url, baseline="imagenet")
+    assert exported.manifest.details["baseline"] == "imagenet"
+    store = open_store(f"file://{tmp_path / 'store'}")
+    frames = [
+        decode_json(s)["num_frames"] for s in read_split(store, store.key_of(clips_url), "train")
+    ]
+    assert exported.manifest.samples == sum(frames)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        build_backbone("resnet_small", str(tmp_path / "missing.pt"))
