@@ -1,0 +1,108 @@
+"""Zero-shot 9-DoF pose by nearest-neighbour box fitting (SiamPose section 3.4).
+
+Given a query frame and the annotated reference frame its embedding is nearest to:
+1. rotate the reference's box (in its camera frame) by the rotation taking the reference's
+   ground-plane normal onto the query's;
+2. place it on the query's ground plane, its centre on the camera ray through the query's
+   estimated object centre: the query's 2D box centre shifted by the reference's offset between
+   its projected 3D centre and its own 2D box centre (relative to the 2D box size);
+3. rescale it `refinements` times by the ratio of 2D box diagonals (query / fitted box) and snap
+   it back onto the plane.
+
+Everything is in camera frames, metres; ARKit cameras look down -Z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidssl.objectron.geometry import project_to_pixels
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """What box fitting needs of an annotated frame."""
+
+    box: np.ndarray  # 9 x 3, camera frame
+    box_2d: np.ndarray  # 9 x 2, pixels
+    intrinsics: np.ndarray  # 3 x 3, pixels of image_size
+    plane_center: np.ndarray
+    plane_normal: np.ndarray  # unit
+    image_size: tuple[int, int]  # width, height
+
+    @classmethod
+    def from_annotation(cls, annotation: dict) -> FrameGeometry:
+        camera = annotation["camera"]
+        width, height = camera["image_width"], camera["image_height"]
+        obj = annotation["objects"][0]
+        points_2d = np.asarray(obj["keypoints_2d"], float)[:, :2] * [width, height]
+        normal = np.asarray(annotation["plane_normal"], float)
+        return cls(
+            box=np.asarray(obj["keypoints_3d"], float),
+            box_2d=points_2d,
+            intrinsics=np.asarray(camera["intrinsics"], float).reshape(3, 3),
+            plane_center=np.asarray(annotation["plane_center"], float),
+            plane_normal=normal / np.linalg.norm(normal),
+            image_size=(width, height),
+        )
+
+    @property
+    def rectangle(self) -> np.ndarray:
+        """[x0, y0, x1, y1] of the projected box (the 'perfect detection')."""
+        return np.concatenate([self.box_2d.min(axis=0), self.box_2d.max(axis=0)])
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking unit vector a onto unit vector b."""
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-9:  # opposite: turn half way round any perpendicular axis
+        axis = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1 + c)
+
+
+def _ray(intrinsics: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    x = (pixel[0] - intrinsics[0, 2]) / intrinsics[0, 0]
+    y = -(pixel[1] - intrinsics[1, 2]) / intrinsics[1, 1]
+    return np.array([x, y, -1.0])
+
+
+def _snap(box: np.ndarray, query: FrameGeometry, centre_pixel: np.ndarray) -> np.ndarray:
+    """Move `box` so it stands on the query plane with its centre on the ray through the pixel."""
+    normal = query.plane_normal
+    half_height = float(np.max((box[1:] - box[0]) @ normal))
+    ray = _ray(query.intrinsics, centre_pixel)
+    denominator = float(ray @ normal)
+    if abs(denominator) < 1e-9:
+        return box + (query.plane_center + normal * half_height - box[0])
+    scale = (half_height + float(query.plane_center @ normal)) / denominator
+    return box + (scale * ray - box[0])
+
+
+def _diagonal(rectangle: np.ndarray) -> float:
+    return float(np.hypot(rectangle[2] - rectangle[0], rectangle[3] - rectangle[1]))
+
+
+def fit_box(query: FrameGeometry, reference: FrameGeometry, refinements: int = 3) -> np.ndarray:
+    """The reference's box transposed into the query's camera frame (9 x 3)."""
+    rotation = rotation_between(reference.plane_normal, query.plane_normal)
+    box = (reference.box - reference.box[0]) @ rotation.T
+    ref_rect, query_rect = reference.rectangle, query.rectangle
+    ref_size = np.maximum(ref_rect[2:] - ref_rect[:2], 1e-6)
+    offset = (reference.box_2d[0] - (ref_rect[:2] + ref_rect[2:]) / 2) / ref_size
+    centre_pixel = (query_rect[:2] + query_rect[2:]) / 2 + offset * (
+        query_rect[2:] - query_rect[:2]
+    )
+    fitted = _snap(box + 0.0, query, centre_pixel)
+    for _ in range(refinements):
+        if np.any(fitted[:, 2] >= -1e-6):
+            break  # behind the camera: nothing sensible to project
+        projected = project_to_pixels(fitted, query.intrinsics)
+        rectangle = np.concatenate([projected.min(axis=0), projected.max(axis=0)])
+        ratio = _diagonal(query_rect) / max(_diagonal(rectangle), 1e-6)
+        fitted = _snap((fitted - fitted[0]) * ratio, query, centre_pixel)
+    return fitted
