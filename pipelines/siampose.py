@@ -1,9 +1,10 @@
 """`siampose`: [synth ->] ingest -> [clean ->] train -> export (trained encoder and baselines),
-plus an inspect report of the clips trained on. Objectron sources are cleaned, UCF101 is not;
-the synthetic source adds the synth stage in front. Benchmarks join when they land."""
+-> bench, plus an inspect report of the clips trained on. Objectron sources are cleaned, UCF101
+is not; the synthetic source adds the synth stage in front."""
 
 from kfp import dsl
 
+from components.bench import bench
 from components.clean import clean
 from components.export import export
 from components.ingest import ingest
@@ -49,17 +50,26 @@ def build(experiment: Experiment):
         model = on_cluster(
             train(config_json=config_json, clips_url=clips_url, force=force), "train", experiment
         )
-        on_cluster(
+        trained = on_cluster(
             export(config_json=config_json, clips_url=clips_url, model_url=model.outputs["Output"],
                    baseline="", force=force),
             "export", experiment,
         )  # fmt: skip
+        baselines = {}
         for baseline in experiment.export.baselines:
-            on_cluster(
+            baselines[baseline] = on_cluster(
                 export(config_json=config_json, clips_url=clips_url, model_url="",
                        baseline=baseline, force=force),
                 "export", experiment,
             ).set_display_name(f"export-{baseline}")  # fmt: skip
-        return report.outputs["Output"]
+        scores = on_cluster(
+            bench(config_json=config_json, trained_url=trained.output,
+                  random_url=baselines["random"].output if "random" in baselines else "",
+                  imagenet_url=baselines["imagenet"].output if "imagenet" in baselines else "",
+                  run_id=run_id),
+            "bench", experiment,
+        )  # fmt: skip
+        scores.after(report)
+        return scores.outputs["Output"]
 
     return siampose_pipeline

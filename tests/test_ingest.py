@@ -152,4 +152,4 @@ def test_real_opencv_sample_videos(s3_store, tmp_path):
     assert videos["opencv/vtest"]["decoded_frames"] == 398  # 795 frames at 10 fps -> 5 fps
     total = sum(counts["samples"] for counts in report["splits"].values())
     assert total == output.manifest.samples > 0
-    assert s3_store.exists("runs/t/test/report.md")
+    assert s3_store.exists("runs/t/test/data.md")

@@ -86,8 +86,8 @@ def test_smoke_pipeline_runs_locally_against_s3(s3_store, video_folder, tmp_path
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs under ./build
     experiment = _experiment(video_folder)
     report_url = pipeline_runner.run_local(experiment, run_id="r1", force=False)
-    assert report_url == s3_store.url("runs/smoke-test/r1/report.md")
-    report = s3_store.get_text("runs/smoke-test/r1/report.md")
+    assert report_url == s3_store.url("runs/smoke-test/r1/data.md")
+    report = s3_store.get_text("runs/smoke-test/r1/data.md")
     assert "| split | videos | samples | frames |" in report
     assert "garbage.avi" in report  # the skipped input is reported
     counts = yaml.safe_load(s3_store.get_text("runs/smoke-test/r1/inspect.json"))
@@ -128,9 +128,15 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
         }
     )
     report_url = pipeline_runner.run_local(experiment, run_id="r2", force=False)
+    assert report_url == s3_store.url("runs/siampose-test/r2/report.md")
     report = s3_store.get_text(s3_store.key_of(report_url))
-    assert "datasets/synthetic/clean/" in report
-    assert "Cleaning kept" in report
+    assert "| embeddings | IoU>0.5 | AP@0.5 |" in report
+    assert "| random in-category fit (no embeddings) |" in report
+    assert "| random embeddings |" in report and "| nearby (simsiam) |" in report
+    data = s3_store.get_text("runs/siampose-test/r2/data.md")
+    assert "datasets/synthetic/clean/" in data and "Cleaning kept" in data
+    metrics = yaml.safe_load(s3_store.get_text("runs/siampose-test/r2/metrics.json"))
+    assert set(metrics["models"]) == {"nearby (simsiam)", "random embeddings"}
     synth_outputs = [i.key for i in s3_store.list("datasets/synthetic/synth/")]
     assert any(key.endswith("/raw/index/cup_annotations_train") for key in synth_outputs)
     assert any(key.endswith("/manifest.json") for key in synth_outputs)

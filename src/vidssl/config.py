@@ -193,6 +193,18 @@ class ExportConfig(Strict):
     batch_size: int = Field(256, gt=0)
 
 
+class BenchConfig(Strict):
+    """Benchmarks on exported embeddings (vidssl.stages.bench)."""
+
+    label_fractions: list[float] = Field(default_factory=lambda: [1.0, 0.1, 0.01])
+    refinements: int = Field(3, ge=0, description="box-fitting scale refinements")
+    symmetric: bool = Field(
+        False, description="max IoU over vertical rotations for the categories below"
+    )
+    symmetric_categories: list[str] = Field(default_factory=lambda: ["cup", "bottle"])
+    seed: int = 0
+
+
 class ShardConfig(Strict):
     max_samples: int = Field(1000, gt=0)
     max_bytes: int = Field(256 << 20, gt=0)
@@ -225,6 +237,7 @@ class Experiment(Strict):
     clean: CleanConfig = CleanConfig()
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
     shards: ShardConfig = ShardConfig()
     cluster: ClusterConfig = ClusterConfig()
 

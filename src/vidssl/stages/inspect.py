@@ -98,7 +98,7 @@ def run(experiment: Experiment, clips_url: str, run_id: str | None = None) -> di
                 f"manifest says {manifest.splits[split].samples}"
             )
     run_prefix = f"runs/{experiment.name}/{run_id or new_run_id()}"
-    report["report_url"] = store.url(f"{run_prefix}/report.md")
+    report["report_url"] = store.url(f"{run_prefix}/data.md")
     store.put_text(f"{run_prefix}/inspect.json", json.dumps(report, indent=2))
-    store.put_text(f"{run_prefix}/report.md", render_markdown(report))
+    store.put_text(f"{run_prefix}/data.md", render_markdown(report))
     return report

@@ -1,0 +1,43 @@
+"""KFP component: benchmarks and the run's report (`vidssl.stages.bench`)."""
+
+from kfp import dsl
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def bench(
+    config_json: str,
+    trained_url: str,
+    random_url: str,
+    imagenet_url: str,
+    run_id: str,
+    metrics: dsl.Output[dsl.Metrics],
+    report: dsl.Output[dsl.Markdown],
+) -> str:
+    """Scores the trained encoder's embeddings and the baselines'; returns the report's URL."""
+    import logging
+
+    from vidssl.config import experiment_from_json
+    from vidssl.stages import bench as stage
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    experiment = experiment_from_json(config_json)
+    exports = {f"{experiment.train.pairing} ({experiment.train.objective})": trained_url}
+    for name, url in (("random embeddings", random_url), ("imagenet embeddings", imagenet_url)):
+        if url:
+            exports[name] = url
+    result = stage.run(experiment, exports, run_id or None)
+    for name, model in result["models"].items():
+        tag = name.split(" ")[0]
+        if "pose" in model:
+            metrics.log_metric(
+                f"{tag}_iou_over_0.5", model["pose"]["1"]["all"]["fraction_iou_over_0.5"]
+            )
+            metrics.log_metric(f"{tag}_reid_map", model["reid_map"])
+            metrics.log_metric(f"{tag}_category_accuracy", model["category_accuracy"])
+        for key, value in model.get("retrieval", {}).items():
+            metrics.log_metric(f"{tag}_{key}", value)
+    with open(report.path, "w") as handle:
+        handle.write(stage.render_markdown(result))
+    return result["report_url"]

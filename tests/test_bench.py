@@ -1,0 +1,47 @@
+"""The bench stage: label subsets, and the retrieval path for whole-frame (UCF101-style) data."""
+
+from __future__ import annotations
+
+from vidssl.config import Experiment
+from vidssl.stages import bench, export, ingest
+from vidssl.stages.bench import training_subset
+from vidssl.store import open_store
+
+from .conftest import write_video
+
+
+def test_label_subsets_take_whole_sequences():
+    records = [{"video_id": f"v{i // 3}"} for i in range(300)]  # 100 videos x 3 frames
+    tenth = training_subset(records, 0.1, seed=0)
+    assert len(tenth) == 30 and len({records[i]["video_id"] for i in tenth}) == 10
+    assert len(training_subset(records, 0.001, seed=0)) == 3  # never empty: one sequence
+    assert list(training_subset(records, 0.1, seed=0)) == list(tenth)  # seeded
+
+
+def test_whole_frame_data_gets_retrieval_recall(tmp_path):
+    for label in ("walking", "running"):
+        for index in range(4):
+            write_video(tmp_path / "videos" / label / f"{label}{index}.avi", frames=15)
+    experiment = Experiment.model_validate(
+        {
+            "name": "retrieval",
+            "pipeline": "siampose",
+            "store": {"uri": f"file://{tmp_path / 'store'}"},
+            "dataset": {
+                "name": "frames",
+                "source": {"kind": "folder", "root": str(tmp_path / "videos")},
+                "val_fraction": 0.5,
+            },
+            "ingest": {"fps": 5, "workers": 1},
+            "train": {"backbone": "resnet_small", "image_size": 32, "views_from": "frame"},
+        }
+    )
+    clips = ingest.run(experiment)
+    assert set(clips.manifest.splits) == {"train", "val"}
+    embeddings = export.run(experiment, clips.url, baseline="random")
+    result = bench.run(experiment, {"random": embeddings.url}, run_id="r")
+    recall = result["models"]["random"]["retrieval"]
+    assert set(recall) == {"R@1", "R@5", "R@10", "R@20"}
+    assert 0 <= recall["R@1"] <= recall["R@5"] <= recall["R@20"] == 1.0  # only 2 classes
+    report = open_store(f"file://{tmp_path / 'store'}").get_text("runs/retrieval/r/report.md")
+    assert "| random |" in report and "R@20" in report
