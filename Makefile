@@ -12,12 +12,12 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train clean help
+.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train bench-eval clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
-	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train"
+	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train | bench-eval"
 
 setup: $(SETUP_STAMP)
 
@@ -70,6 +70,9 @@ bench-ingest: setup data store-up
 
 bench-train: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.train
+
+bench-eval: setup
+	$(PY) -m vidssl.bench.eval
 
 clean: store-down
 	rm -rf build local_outputs

@@ -29,6 +29,10 @@ def nearest_neighbours(
         if exclude_self:
             rows = np.arange(similarity.shape[0])
             similarity[rows, rows + start] = -np.inf
+        if k == 1:  # argmax allocates nothing the size of the chunk
+            indices = similarity.argmax(axis=1)[:, None]
+            yield indices, np.take_along_axis(similarity, indices, axis=1)
+            continue
         top = np.argpartition(-similarity, min(k, similarity.shape[1] - 1), axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1)
         indices = np.take_along_axis(top, order, axis=1)
