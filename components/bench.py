@@ -14,12 +14,14 @@ def bench(
     run_id: str,
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.Markdown],
+    page: dsl.Output[dsl.HTML],
 ) -> str:
     """Scores the trained encoder's embeddings and the baselines'; returns the report's URL."""
     import logging
 
     from vidssl.config import experiment_from_json
     from vidssl.stages import bench as stage
+    from vidssl.stages.base import store_for
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = experiment_from_json(config_json)
@@ -38,6 +40,9 @@ def bench(
             metrics.log_metric(f"{tag}_category_accuracy", model["category_accuracy"])
         for key, value in model.get("retrieval", {}).items():
             metrics.log_metric(f"{tag}_{key}", value)
+    store = store_for(experiment)
     with open(report.path, "w") as handle:
-        handle.write(stage.render_markdown(result))
+        handle.write(store.get_text(store.key_of(result["report_url"])))
+    with open(page.path, "w") as handle:  # the Kubeflow UI renders this one
+        handle.write(store.get_text(store.key_of(result["report_html_url"])))
     return result["report_url"]

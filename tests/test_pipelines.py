@@ -137,6 +137,9 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
     assert "datasets/synthetic/clean/" in data and "Cleaning kept" in data
     metrics = yaml.safe_load(s3_store.get_text("runs/siampose-test/r2/metrics.json"))
     assert set(metrics["models"]) == {"nearby (simsiam)", "random embeddings"}
+    page = s3_store.get_text("runs/siampose-test/r2/report.html")
+    assert page.count("<img") == len(metrics["figures"]) >= 3 and "<table>" in page
+    assert s3_store.exists("runs/siampose-test/r2/plots/precision-recall.png")
     synth_outputs = [i.key for i in s3_store.list("datasets/synthetic/synth/")]
     assert any(key.endswith("/raw/index/cup_annotations_train") for key in synth_outputs)
     assert any(key.endswith("/manifest.json") for key in synth_outputs)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidssl.config import Experiment
+from vidssl.evaluate import plots
 from vidssl.evaluate.boxfit import FrameGeometry, fit_box
 from vidssl.evaluate.iou3d import iou, symmetric_iou
 from vidssl.evaluate.metrics import (
@@ -28,19 +29,12 @@ from vidssl.evaluate.metrics import (
     reidentification_map,
     video_retrieval_recall,
 )
+from vidssl.evaluate.report import render_html, render_markdown, slug
 from vidssl.shards import decode_json, read_manifest, read_split
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
 
 log = logging.getLogger(__name__)
-
-#: SiamPose paper, Table 5 (Objectron, ResNet-50, 25 epochs): classif. acc., re-ID mAP, 3D mAP.
-PAPER_TABLE_5 = {
-    "Same - Full": (96.8, 0.59, 0.67),
-    "Nearby - LC+PX": (95.7, 0.53, 0.69),
-    "Nearby - Full": (94.5, 0.71, 0.66),
-    "Distant - Full": (94.8, 0.85, 0.58),
-}
 
 
 @dataclass
@@ -79,7 +73,9 @@ def fitted_ious(
     return np.array(ious)
 
 
-def pose_benchmarks(name: str, train: Split, test: Split, experiment: Experiment) -> dict:
+def pose_benchmarks(
+    name: str, train: Split, test: Split, experiment: Experiment, curves: dict | None = None
+) -> dict:
     results = {}
     for fraction in experiment.bench.label_fractions:
         subset = training_subset(train.records, fraction, experiment.bench.seed)
@@ -94,6 +90,8 @@ def pose_benchmarks(name: str, train: Split, test: Split, experiment: Experiment
         categories = [r["category"] for r in test.records]
         table = pose_table(ious, np.concatenate(scores), categories)
         results[f"{fraction:g}"] = table
+        if curves is not None and fraction == 1.0:
+            curves[name] = (np.concatenate(scores), ious > 0.5)
         share = table["all"]["fraction_iou_over_0.5"]
         log.info(
             "%s, %g of the labels: IoU>0.5 for %.3f (%.0f fits/s)", name, fraction, share, rate
@@ -129,6 +127,8 @@ def run(experiment: Experiment, exports: dict[str, str], run_id: str | None = No
     store = store_for(experiment)
     metrics: dict = {"experiment": experiment.name, "exports": exports, "models": {}}
     train = test = None
+    curves: dict = {}
+    figures: dict[str, bytes] = {}
     for name, url in exports.items():
         prefix = store.key_of(url)
         splits = read_manifest(store, prefix).splits
@@ -137,7 +137,7 @@ def run(experiment: Experiment, exports: dict[str, str], run_id: str | None = No
         model: dict = {}
         objectron = bool(train.records) and "annotation" in train.records[0]
         if objectron:
-            model["pose"] = pose_benchmarks(name, train, test, experiment)
+            model["pose"] = pose_benchmarks(name, train, test, experiment, curves)
             gallery = [load_split(store, prefix, s) for s in ("val", "test") if s in splits]
             features = np.concatenate([g.features for g in gallery])
             records = [r for g in gallery for r in g.records]
@@ -152,79 +152,27 @@ def run(experiment: Experiment, exports: dict[str, str], run_id: str | None = No
                 [r["video_id"] for r in test.records], [r["category"] for r in test.records],
             )  # fmt: skip
         metrics["models"][name] = model
+        if len(test.records) > 2:
+            figures[f"trajectories-{slug(name)}.png"] = plots.trajectories(
+                test.features,
+                [r["video_id"] for r in test.records],
+                [r["timestamp"] for r in test.records],
+                f"{name}: test videos, PCA of the embeddings (colour = time)",
+            )
     if train is not None and train.records and "annotation" in train.records[0]:
         metrics["baselines"] = random_fit_baselines(train, test, experiment)
+    if curves:
+        figures["precision-recall.png"] = plots.precision_recall(
+            curves, "pose: nearest-neighbour fits ranked by similarity (hit: IoU > 0.5)"
+        )
     run_prefix = f"runs/{experiment.name}/{run_id or new_run_id()}"
+    for figure, data in figures.items():
+        store.put(f"{run_prefix}/plots/{figure}", data)
+    metrics["figures"] = sorted(figures)
+    markdown = render_markdown(metrics)
     store.put_text(f"{run_prefix}/metrics.json", json.dumps(metrics, indent=2))
-    store.put_text(f"{run_prefix}/report.md", render_markdown(metrics))
+    store.put_text(f"{run_prefix}/report.md", markdown)
+    store.put_text(f"{run_prefix}/report.html", render_html(markdown, figures))
+    metrics["report_html_url"] = store.url(f"{run_prefix}/report.html")
     metrics["report_url"] = store.url(f"{run_prefix}/report.md")
     return metrics
-
-
-def _f(value: float, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
-
-POSE_HEADER = (
-    "| embeddings | IoU>0.5 | AP@0.5 | mean IoU | median IoU | IoU>0.5, 10% labels "
-    "| IoU>0.5, 1% labels | re-ID mAP | category acc. |"
-)
-
-
-def _pose_row(name: str, table: dict, pose: dict | None = None, reid=None, accuracy=None) -> str:  # type: ignore[no-untyped-def]
-    full = table["all"]
-    subsets = [
-        _f((pose or {}).get(key, {}).get("all", {}).get("fraction_iou_over_0.5")) if pose else ""
-        for key in ("0.1", "0.01")
-    ]
-    cells = [
-        name,
-        _f(full["fraction_iou_over_0.5"]),
-        _f(full["ap_at_0.5"]),
-        _f(full["mean_iou"]),
-        _f(full["median_iou"]),
-        *subsets,
-        _f(reid) if pose else "",
-        _f(accuracy) if pose else "",
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-def render_markdown(metrics: dict) -> str:
-    lines = [f"# {metrics['experiment']}: benchmarks", ""]
-    models = metrics["models"]
-    if any("pose" in model for model in models.values()):
-        lines += [
-            "Zero-shot 9-DoF pose on the test split by nearest-neighbour box fitting. "
-            "'IoU>0.5' is the fraction of queries whose fitted box has 3D IoU above 0.5 (the "
-            "SiamPose paper's \"3D mAP\"); 'AP@0.5' is Objectron's average precision.",
-            "",
-            POSE_HEADER,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, model in models.items():
-            if "pose" in model:
-                pose = model["pose"]
-                lines.append(
-                    _pose_row(name, pose["1"], pose, model["reid_map"], model["category_accuracy"])
-                )
-        for name, table in metrics.get("baselines", {}).items():
-            lines.append(_pose_row(f"{name} (no embeddings)", table))
-        lines += [
-            "",
-            "The paper's numbers (SiamPose, Table 5: real Objectron, ResNet-50, 25 epochs):",
-            "",
-            "| paper's configuration | 3D mAP (IoU>0.5) | re-ID mAP | category acc. |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {name} | {m:.2f} | {r:.2f} | {a / 100:.3f} |"
-            for name, (a, r, m) in PAPER_TABLE_5.items()
-        ]
-    retrieval = {name: model["retrieval"] for name, model in models.items() if "retrieval" in model}
-    if retrieval:
-        lines += ["", "| embeddings | R@1 | R@5 | R@10 | R@20 |", "|---|---:|---:|---:|---:|"]
-        for name, recall in retrieval.items():
-            values = " | ".join(_f(recall[k]) for k in ("R@1", "R@5", "R@10", "R@20"))
-            lines.append(f"| {name} | {values} |")
-    return "\n".join(lines) + "\n"

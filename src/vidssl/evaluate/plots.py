@@ -1,0 +1,69 @@
+"""Figures for the report (PNG bytes, matplotlib's Agg backend): PCA trajectories of each video's
+embeddings coloured by time, and precision-recall curves of the pose benchmark."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _png(figure) -> bytes:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def trajectories(
+    features: np.ndarray, videos: list[str], times: list[float], title: str, limit: int = 9
+) -> bytes:
+    """Each video's embeddings projected on the first two principal components of all of them,
+    joined in time order and coloured by time (viridis)."""
+    centred = features - features.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes[:2].T
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    names = list(dict.fromkeys(videos))[:limit]
+    order = np.asarray(times)
+    for name in names:
+        rows = [i for i, v in enumerate(videos) if v == name]
+        rows.sort(key=lambda i: order[i])
+        points = projected[rows]
+        axis.plot(points[:, 0], points[:, 1], color="0.75", linewidth=0.8, zorder=1)
+        axis.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=np.linspace(0, 1, len(rows)),
+            cmap="viridis",
+            s=14,
+            zorder=2,
+        )
+        axis.annotate(name.split("/")[0], points[0], fontsize=7)
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel("PC 1")
+    axis.set_ylabel("PC 2")
+    return _png(figure)
+
+
+def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> bytes:
+    """One curve per embedding: detections ranked by similarity, hit = IoU > 0.5."""
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for name, (scores, hits) in curves.items():
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        ranked = np.asarray(hits, bool)[order]
+        tp = np.cumsum(ranked)
+        recall = tp / max(len(ranked), 1)
+        precision = tp / np.arange(1, len(ranked) + 1)
+        axis.plot(recall, precision, label=name)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    return _png(figure)
