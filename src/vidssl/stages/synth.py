@@ -12,7 +12,7 @@ from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
 from vidssl.synth.objectron import SynthSpec, generate
 
-SPEC = StageSpec(name="synth", version=1)
+SPEC = StageSpec(name="synth", version=2)  # 2: category-styled instance textures
 RAW_FOLDER = "raw"
 
 

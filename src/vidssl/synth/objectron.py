@@ -35,7 +35,14 @@ from vidssl.objectron.geometry import (
 from vidssl.objectron.schema import annotation_data_pb2, object_pb2
 from vidssl.progress import track
 from vidssl.synth.render import Camera, Lighting, render
-from vidssl.synth.shapes import CATEGORIES, Face, build_mesh, make_texture, mesh_extent
+from vidssl.synth.shapes import (
+    CATEGORIES,
+    Face,
+    build_mesh,
+    category_texture,
+    make_texture,
+    mesh_extent,
+)
 
 VIDEOS_PER_BATCH = 8
 
@@ -96,10 +103,8 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
     position = np.array([rng.uniform(-0.1, 0.1), size[1] / 2, rng.uniform(-0.1, 0.1)])
     faces = _place(mesh, rotation, position - rotation @ centre_local)
     keypoints_world = box_points(rotation, position, size)
-    texture, ground = (
-        make_texture(rng),
-        (make_texture(rng) * rng.uniform(0.5, 0.9)).astype(np.uint8),
-    )
+    texture = category_texture(category, rng)
+    ground = (make_texture(rng) * rng.uniform(0.5, 0.9)).astype(np.uint8)
     wall = rng.uniform(60, 200, size=3)
 
     # The camera: an orbit with changing azimuth, elevation and distance, plus tremor.

@@ -182,25 +182,54 @@ def mesh_extent(faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
     return (low + high) / 2, high - low
 
 
-def make_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
-    """A colourful procedural texture (BGR uint8): stripes, checks or blobs over a base colour."""
-    base = rng.uniform(40, 220, size=3)
-    accent = rng.uniform(0, 255, size=3)
+def _pattern(
+    kind: int, size: int, rng: np.random.Generator, angle: float, scale: float
+) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size] / size
-    kind = rng.integers(3)
-    if kind == 0:
-        angle, freq = rng.uniform(0, np.pi), rng.uniform(4, 14)
-        pattern = (np.sin((x * np.cos(angle) + y * np.sin(angle)) * freq * 2 * np.pi) > 0).astype(
+    if kind == 0:  # stripes
+        return (np.sin((x * np.cos(angle) + y * np.sin(angle)) * scale * 2 * np.pi) > 0).astype(
             float
         )
-    elif kind == 1:
-        cells = rng.integers(3, 10)
-        pattern = ((np.floor(x * cells) + np.floor(y * cells)) % 2).astype(float)
-    else:
-        pattern = np.zeros((size, size))
-        for _ in range(int(rng.integers(4, 10))):
-            cx, cy, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.2)
-            pattern = np.maximum(pattern, ((x - cx) ** 2 + (y - cy) ** 2 < radius**2).astype(float))
-    noise = rng.normal(0, 12, size=(size, size, 1))
-    image = base * (1 - pattern[..., None]) + accent * pattern[..., None] + noise
+    if kind == 1:  # checks
+        cells = max(2, round(scale))
+        return ((np.floor(x * cells) + np.floor(y * cells)) % 2).astype(float)
+    pattern = np.zeros((size, size))  # blobs
+    for _ in range(int(rng.integers(4, 10))):
+        cx, cy, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.2)
+        pattern = np.maximum(pattern, ((x - cx) ** 2 + (y - cy) ** 2 < radius**2).astype(float))
+    return pattern
+
+
+def _paint(base, accent, pattern: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # type: ignore[no-untyped-def]
+    noise = rng.normal(0, 12, size=(*pattern.shape, 1))
+    image = (
+        np.asarray(base) * (1 - pattern[..., None])
+        + np.asarray(accent) * pattern[..., None]
+        + noise
+    )
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A colourful procedural texture (BGR uint8): stripes, checks or blobs over a base colour."""
+    base, accent = rng.uniform(40, 220, size=3), rng.uniform(0, 255, size=3)
+    kind = int(rng.integers(3))
+    scale = rng.uniform(4, 14) if kind == 0 else rng.uniform(3, 10)
+    return _paint(base, accent, _pattern(kind, size, rng, rng.uniform(0, np.pi), scale), rng)
+
+
+def category_texture(
+    category: str, rng: np.random.Generator, size: int = TEXTURE_SIZE
+) -> np.ndarray:
+    """An instance's texture: its category's style (colours, pattern kind and scale, fixed per
+    category as real categories share a look) varied per instance (colour shifts, pattern
+    angle and scale, noise)."""
+    style = np.random.default_rng([CATEGORIES.index(category), 7919])
+    base, accent = style.uniform(40, 220, size=3), style.uniform(0, 255, size=3)
+    kind, scale, angle = int(style.integers(3)), style.uniform(3, 10), style.uniform(0, np.pi)
+    base = base + rng.uniform(-25, 25, size=3)
+    accent = accent + rng.uniform(-25, 25, size=3)
+    pattern = _pattern(
+        kind, size, rng, angle + rng.uniform(-0.3, 0.3), scale * rng.uniform(0.85, 1.15)
+    )
+    return _paint(base, accent, pattern, rng)
