@@ -11,6 +11,7 @@ def bench(
     trained_url: str,
     random_url: str,
     imagenet_url: str,
+    clips_url: str,
     run_id: str,
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.Markdown],
@@ -29,7 +30,7 @@ def bench(
     for name, url in (("random embeddings", random_url), ("imagenet embeddings", imagenet_url)):
         if url:
             exports[name] = url
-    result = stage.run(experiment, exports, run_id or None)
+    result = stage.run(experiment, exports, run_id or None, clips_url=clips_url or None)
     for name, model in result["models"].items():
         tag = name.split(" ")[0]
         if "pose" in model:

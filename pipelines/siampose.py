@@ -66,7 +66,7 @@ def build(experiment: Experiment):
             bench(config_json=config_json, trained_url=trained.output,
                   random_url=baselines["random"].output if "random" in baselines else "",
                   imagenet_url=baselines["imagenet"].output if "imagenet" in baselines else "",
-                  run_id=run_id),
+                  clips_url=clips_url, run_id=run_id),
             "bench", experiment,
         )  # fmt: skip
         scores.after(report)

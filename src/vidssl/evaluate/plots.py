@@ -67,3 +67,36 @@ def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: st
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def _draw_box(image: np.ndarray, points: np.ndarray, colour: tuple[int, int, int]) -> None:
+    import cv2
+
+    from vidssl.evaluate.iou3d import EDGES
+
+    for a, b in EDGES:
+        pa, pb = points[a], points[b]
+        if np.all(np.isfinite([*pa, *pb])):
+            cv2.line(
+                image, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), colour, 1, cv2.LINE_AA
+            )
+
+
+def fitted_boxes(
+    panels: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]], title: str
+) -> bytes:
+    """Query frames (RGB) with the ground-truth box (green) and the box fitted from the nearest
+    neighbour (red): panels of (frame, reference frame, truth 2D, fitted 2D, caption)."""
+    figure, axes = plt.subplots(2, len(panels), figsize=(2.2 * len(panels), 5.2), squeeze=False)
+    for column, (frame, reference, truth, fitted, caption) in enumerate(panels):
+        image = frame.copy()
+        _draw_box(image, truth, (0, 200, 0))
+        _draw_box(image, fitted, (230, 0, 0))
+        axes[0, column].imshow(image)
+        axes[0, column].set_title(caption, fontsize=7)
+        axes[1, column].imshow(reference)
+        axes[1, column].set_title("nearest training frame", fontsize=7)
+        for row in (0, 1):
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
+    return _png(figure)

@@ -30,6 +30,7 @@ from vidssl.evaluate.metrics import (
     video_retrieval_recall,
 )
 from vidssl.evaluate.report import render_html, render_markdown, slug
+from vidssl.objectron.geometry import project_to_pixels
 from vidssl.shards import decode_json, read_manifest, read_split
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
@@ -122,8 +123,77 @@ def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> d
     }
 
 
-def run(experiment: Experiment, exports: dict[str, str], run_id: str | None = None) -> dict:
-    """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics."""
+def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  # type: ignore[no-untyped-def]
+    """RGB frames (video id, position) -> image, read from the clip shards the exports embedded."""
+    from vidssl.clips import frame_name
+    from vidssl.train.data import decode_rgb
+
+    prefix = store.key_of(clips_url)
+    found = {}
+    for split in read_manifest(store, prefix).splits:
+        for sample in read_split(store, prefix, split, split_by_node=False, split_by_worker=False):
+            meta = decode_json(sample)
+            for position in range(meta["num_frames"]):
+                if (meta["video_id"], position) in wanted:
+                    found[(meta["video_id"], position)] = decode_rgb(sample[frame_name(position)])
+    return found
+
+
+def fitted_box_figure(
+    store, clips_url: str, name: str, train: Split, test: Split, experiment
+) -> bytes | None:  # type: ignore[no-untyped-def]
+    """The first test frame of up to 6 test videos, with the truth and the fitted box."""
+    picks, seen = [], set()
+    for index, record in enumerate(test.records):
+        if record["video_id"] not in seen:
+            seen.add(record["video_id"])
+            picks.append(index)
+        if len(picks) == 6:
+            break
+    (matches, _), *_ = list(nearest_neighbours(test.features[picks], train.features, k=1))
+    references = [train.records[i] for i in matches[:, 0]]
+    wanted = {(test.records[i]["video_id"], test.records[i]["frame_position"]) for i in picks}
+    wanted |= {(r["video_id"], r["frame_position"]) for r in references}
+    frames = clip_frames(store, clips_url, wanted)
+    panels = []
+    for index, reference in zip(picks, references, strict=True):
+        query = test.records[index]
+        key, ref_key = (
+            (query["video_id"], query["frame_position"]),
+            (reference["video_id"], reference["frame_position"]),
+        )
+        if key not in frames or ref_key not in frames:
+            continue
+        target = FrameGeometry.from_annotation(query["annotation"])
+        fitted = fit_box(
+            target,
+            FrameGeometry.from_annotation(reference["annotation"]),
+            experiment.bench.refinements,
+        )
+        height, width = frames[key].shape[:2]
+        scale = np.array([width / target.image_size[0], height / target.image_size[1]])
+        fitted_2d = (
+            project_to_pixels(fitted, target.intrinsics) * scale
+            if np.all(fitted[:, 2] < 0)
+            else fitted[:, :2] * np.nan
+        )
+        caption = f"{query['category']}: IoU {iou(target.box, fitted):.2f}"
+        panels.append((frames[key], frames[ref_key], target.box_2d * scale, fitted_2d, caption))
+    if not panels:
+        return None
+    return plots.fitted_boxes(
+        panels, f"{name}: truth (green) and box fitted from the nearest neighbour (red)"
+    )
+
+
+def run(
+    experiment: Experiment,
+    exports: dict[str, str],
+    run_id: str | None = None,
+    clips_url: str | None = None,
+) -> dict:
+    """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics.
+    With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames."""
     store = store_for(experiment)
     metrics: dict = {"experiment": experiment.name, "exports": exports, "models": {}}
     train = test = None
@@ -152,6 +222,10 @@ def run(experiment: Experiment, exports: dict[str, str], run_id: str | None = No
                 [r["video_id"] for r in test.records], [r["category"] for r in test.records],
             )  # fmt: skip
         metrics["models"][name] = model
+        if objectron and clips_url:
+            figure = fitted_box_figure(store, clips_url, name, train, test, experiment)
+            if figure:
+                figures[f"fitted-boxes-{slug(name)}.png"] = figure
         if len(test.records) > 2:
             figures[f"trajectories-{slug(name)}.png"] = plots.trajectories(
                 test.features,
