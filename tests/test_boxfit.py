@@ -6,37 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidssl.evaluate.boxfit import FrameGeometry, fit_box, rotation_between
+from vidssl.evaluate.boxfit import FrameGeometry, fit_box, rotation_between, scene_frame
 from vidssl.evaluate.iou3d import iou
-from vidssl.objectron.geometry import (
-    box_points,
-    intrinsics_matrix,
-    look_at,
-    project_to_pixels,
-    rotation_about_y,
-    world_to_camera,
-)
 
 WIDTH, HEIGHT = 192, 256
 
 
 def _frame(eye, size=(0.3, 0.4, 0.2), yaw=0.3) -> FrameGeometry:
-    """A box standing on the ground (y = 0) at the origin, seen from `eye`."""
-    size = np.asarray(size, float)
-    position = np.array([0.0, size[1] / 2, 0.0])
-    world = box_points(rotation_about_y(yaw), position, size)
-    view = np.linalg.inv(look_at(np.asarray(eye, float), position))
-    box = world_to_camera(world, view)
-    intrinsics = intrinsics_matrix(200.0, WIDTH, HEIGHT)
-    ground = world_to_camera(np.array([[position[0], 0.0, position[2]]]), view)[0]
-    return FrameGeometry(
-        box=box,
-        box_2d=project_to_pixels(box, intrinsics),
-        intrinsics=intrinsics,
-        plane_center=ground,
-        plane_normal=view[:3, :3] @ np.array([0, 1.0, 0]),
-        image_size=(WIDTH, HEIGHT),
-    )
+    return scene_frame(eye, size, yaw, image_size=(WIDTH, HEIGHT))
 
 
 def test_rotation_between_unit_vectors():

@@ -13,23 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vidssl.evaluate.boxfit import FrameGeometry, fit_box
+from vidssl.evaluate.boxfit import FrameGeometry, fit_box, scene_frame
 from vidssl.evaluate.iou3d import iou
 from vidssl.evaluate.metrics import nearest_neighbours
-from vidssl.objectron.geometry import (
-    box_points,
-    intrinsics_matrix,
-    look_at,
-    project_to_pixels,
-    rotation_about_y,
-    world_to_camera,
-)
 
 
 def random_frame(rng: np.random.Generator) -> FrameGeometry:
-    size = rng.uniform(0.1, 0.6, 3)
-    position = np.array([0.0, size[1] / 2, 0.0])
-    world = box_points(rotation_about_y(rng.uniform(0, 6.28)), position, size)
     azimuth, elevation, distance = rng.uniform(0, 6.28), rng.uniform(0.3, 0.8), rng.uniform(1, 2)
     eye = distance * np.array(
         [
@@ -38,17 +27,7 @@ def random_frame(rng: np.random.Generator) -> FrameGeometry:
             np.cos(elevation) * np.sin(azimuth),
         ]
     )
-    view = np.linalg.inv(look_at(eye, position))
-    box = world_to_camera(world, view)
-    intrinsics = intrinsics_matrix(200.0, 192, 256)
-    return FrameGeometry(
-        box=box,
-        box_2d=project_to_pixels(box, intrinsics),
-        intrinsics=intrinsics,
-        plane_center=world_to_camera(np.array([[0.0, 0.0, 0.0]]), view)[0],
-        plane_normal=view[:3, :3] @ np.array([0, 1.0, 0]),
-        image_size=(192, 256),
-    )
+    return scene_frame(eye, rng.uniform(0.1, 0.6, 3), rng.uniform(0, 6.28))
 
 
 def box_fitting_rate(queries: int) -> float:

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidssl.objectron.geometry import project_to_pixels
+from vidssl.objectron.geometry import (
+    box_points,
+    intrinsics_matrix,
+    look_at,
+    project_to_pixels,
+    rotation_about_y,
+    world_to_camera,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,26 @@ class FrameGeometry:
     def rectangle(self) -> np.ndarray:
         """[x0, y0, x1, y1] of the projected box (the 'perfect detection')."""
         return np.concatenate([self.box_2d.min(axis=0), self.box_2d.max(axis=0)])
+
+
+def scene_frame(
+    eye, size, yaw: float, focal: float = 200.0, image_size: tuple[int, int] = (192, 256)
+) -> FrameGeometry:  # type: ignore[no-untyped-def]
+    """A box of `size` standing on the ground (y = 0) at the origin, turned by `yaw`, seen from
+    `eye` by a camera looking at its centre: exact geometry for tests and benchmarks."""
+    size = np.asarray(size, float)
+    position = np.array([0.0, size[1] / 2, 0.0])
+    view = np.linalg.inv(look_at(np.asarray(eye, float), position))
+    box = world_to_camera(box_points(rotation_about_y(yaw), position, size), view)
+    intrinsics = intrinsics_matrix(focal, *image_size)
+    return FrameGeometry(
+        box=box,
+        box_2d=project_to_pixels(box, intrinsics),
+        intrinsics=intrinsics,
+        plane_center=world_to_camera(np.array([[0.0, 0.0, 0.0]]), view)[0],
+        plane_normal=view[:3, :3] @ np.array([0, 1.0, 0]),
+        image_size=image_size,
+    )
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
