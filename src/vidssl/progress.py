@@ -13,7 +13,7 @@ T = TypeVar("T")
 log = logging.getLogger("vidssl.progress")
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -38,7 +38,7 @@ def track(
         if now - last >= every_s or (total is not None and done == total):
             last = now
             rate = done / max(now - start, 1e-9)
-            eta = _format_eta((total - done) / rate) if total and rate > 0 else "?"
+            eta = format_eta((total - done) / rate) if total and rate > 0 else "?"
             of_total = f"/{total}" if total is not None else ""
             log.info(
                 "%s: %d%s %s, %.2f %s/s, ETA %s", description, done, of_total, unit, rate, unit, eta

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidssl.config import TrainConfig
-from vidssl.progress import _format_eta
+from vidssl.progress import format_eta
 from vidssl.store import ObjectStore
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
@@ -188,7 +188,7 @@ class Trainer:
         return value, collapse_std(projections)
 
     def _log_progress(self, epoch: int, total: int, loss: float, std: float, rate: float) -> None:
-        eta = _format_eta((total - self.step) * self.cfg.batch_size / max(rate, 1e-9))
+        eta = format_eta((total - self.step) * self.cfg.batch_size / max(rate, 1e-9))
         lr = learning_rate(self.cfg, self.step - 1, self.steps_per_epoch)
         log.info(
             "step %d/%d epoch %d loss %.4f lr %.4g collapse-std %.4f %.1f samples/s ETA %s",
