@@ -5,14 +5,13 @@ run, with the peak memory of each."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
+from vidssl.bench import save_results
 from vidssl.evaluate.boxfit import FrameGeometry, fit_box, scene_frame
 from vidssl.evaluate.iou3d import iou
 from vidssl.evaluate.metrics import nearest_neighbours
@@ -96,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"matmul + argpartition {knn['bare_numpy_queries_per_s']} q/s "
         f"(peak {knn['bare_numpy_peak_mb']} MB): {knn['slowdown']}x the bare time"
     )
-    out = Path(os.environ.get("VIDSSL_BENCH_DIR", "build/bench"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    save_results("eval", results)
     return results
 
 

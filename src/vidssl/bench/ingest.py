@@ -6,7 +6,6 @@ the clean stage drops on the default synthetic experiment, by reason."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import cv2
 
+from vidssl.bench import save_results
 from vidssl.config import Experiment, load_experiment
 from vidssl.stages import clean, ingest, synth
 from vidssl.synth.objectron import SynthSpec, generate
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{report['frames_in']} frames dropped ({100 * report['dropped_fraction']:.1f}%): "
         + ", ".join(f"{k} {v}" for k, v in report["dropped_by_reason"].items())
     )
-    out = Path(os.environ.get("VIDSSL_BENCH_DIR", "build/bench"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps(results, indent=2))
+    save_results("ingest", results)
     return results
 
 

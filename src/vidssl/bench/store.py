@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
+from vidssl.bench import save_results
 from vidssl.shards import OutputWriter, read_split
 from vidssl.store import open_store
 from vidssl.store.s3 import S3Store
@@ -179,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "reader peak Python heap by shard count: "
         + ", ".join(f"{k} shards: {v} MB" for k, v in peaks.items())
     )
-    out = Path(os.environ.get("VIDSSL_BENCH_DIR", "build/bench"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "store.json").write_text(json.dumps(results, indent=2))
+    save_results("store", results)
     return results
 
 

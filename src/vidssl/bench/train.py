@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import torch
 
+from vidssl.bench import save_results
 from vidssl.config import Experiment, load_experiment
 from vidssl.stages import clean, ingest, synth
 from vidssl.stages.base import store_for
@@ -201,9 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             "no GPU on this machine: the ResNet-50 224 px comparison needs one (run on a GPU node)"
         )
-    out = Path(os.environ.get("VIDSSL_BENCH_DIR", "build/bench"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(results, indent=2))
+    save_results("train", results)
     return results
 
 
