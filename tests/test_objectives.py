@@ -11,7 +11,13 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from vidssl.train.augment import flip_views, view_transform
+from vidssl.train.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    flip_views,
+    normalize,
+    view_transform,
+)
 from vidssl.train.backbones import build_backbone
 from vidssl.train.objectives.ntxent import nt_xent_loss
 from vidssl.train.objectives.simsiam import SimSiam, negative_cosine, simsiam_loss
@@ -120,7 +126,14 @@ def test_presets(preset):
         assert (crops[0].ratio == (1.0, 1.0)) == (preset != "full")
     assert "RandomGrayscale" in kinds and kinds.count("RandomApply") == 2  # jitter, blur
     out = transform(torch.randint(0, 255, (3, 50, 70), dtype=torch.uint8))
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8  # loaders hand over bytes
+
+
+def test_normalize_matches_torchvision_on_a_batch():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    as_float = v2.ToDtype(torch.float32, scale=True)(images)
+    expected = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(as_float)
+    assert torch.allclose(normalize(images), expected, atol=1e-6)
 
 
 def test_one_flip_decision_per_example():

@@ -142,6 +142,7 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
     assert s3_store.exists("runs/siampose-test/r2/plots/precision-recall.png")
     plots = [i.key.rsplit("/", 1)[1] for i in s3_store.list("runs/siampose-test/r2/plots/")]
     assert sum(name.startswith("fitted-boxes-") for name in plots) == 2  # trained and random
+    assert sum(name.startswith("neighbours-") for name in plots) == 2
     synth_outputs = [i.key for i in s3_store.list("datasets/synthetic/synth/")]
     assert any(key.endswith("/raw/index/cup_annotations_train") for key in synth_outputs)
     assert any(key.endswith("/manifest.json") for key in synth_outputs)

@@ -75,6 +75,11 @@ class SyntheticObjectronSource(Strict):
     seed: int = 0
     test_fraction: float = Field(0.2, ge=0, lt=1)
     categories: list[str] = Field(default_factory=lambda: list(OBJECTRON_CATEGORIES))
+    textures: Literal["category", "instance", "plain"] = Field(
+        "category",
+        description="object textures: styled per category (colours and pattern shared by a "
+        "category's instances), random per instance, or one plain colour per instance",
+    )
 
 
 class UCF101Source(Strict):

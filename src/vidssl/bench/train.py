@@ -2,6 +2,8 @@
 
 - CPU demo: images/s of the default experiment's training (its own config: small ResNet, 64 px,
   SimSiam on nearby pairs) over a fixed number of steps, and the demo's projected training time.
+- Input pipeline alone at 224 px (the ResNet-50 configuration's loader, workers and batch, no
+  model): how many images/s the CPU cores can feed a GPU.
 - GPU (when one is present): ResNet-50 224 px SimSiam through the trainer (bf16 autocast,
   channels_last, loader workers, transforms v2 on uint8 tensors) next to a plain loop of the
   same model and batch (fp32, no channels_last, PIL transforms), in the same run, with the GPU's
@@ -22,15 +24,10 @@ import torch
 
 from vidssl.bench import save_results
 from vidssl.config import Experiment, load_experiment
-from vidssl.stages import clean, ingest, synth
 from vidssl.stages.base import store_for
+from vidssl.stages.prepare import prepared_clips
 from vidssl.train.objectives import build_objective, views_needed
 from vidssl.train.trainer import Trainer
-
-
-def demo_clips(experiment: Experiment) -> str:
-    raw = synth.raw_url(synth.run(experiment))
-    return clean.run(experiment, ingest.run(experiment, source_url=raw).url).url
 
 
 def trainer_images_per_second(experiment: Experiment, clips_url: str, steps: int) -> float:
@@ -53,6 +50,22 @@ def trainer_images_per_second(experiment: Experiment, clips_url: str, steps: int
     seconds = time.perf_counter() - started
     store.delete_prefix(prefix + "/")
     return steps * cfg.batch_size * views_needed(cfg.objective) / seconds
+
+
+def loader_images_per_second(experiment: Experiment, clips_url: str, batches: int) -> float:
+    """What the trainer's input pipeline alone delivers (its DataLoader, workers and batch; no
+    model), after 2 warm-up batches: the ceiling on the trainer's rate."""
+    store = store_for(experiment)
+    trainer = Trainer(
+        build_objective(experiment.train), experiment.train, store, "bench/loader",
+        experiment.store_uri(), store.key_of(clips_url), steps_per_epoch=10**6,
+    )  # fmt: skip
+    loader = iter(trainer.loader(0))
+    for _ in range(2):
+        next(loader)
+    started = time.perf_counter()
+    images = sum(sum(len(view) for view in next(loader)) for _ in range(batches))
+    return images / (time.perf_counter() - started)
 
 
 class GpuUtilisation:
@@ -146,10 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--gpu-steps", type=int, default=100)
     parser.add_argument("--gpu-batch", type=int, default=128)
+    parser.add_argument("--loader-batches", type=int, default=5)
     args = parser.parse_args(argv)
     os.environ.setdefault("VIDSSL_STORE_URI", "s3://vidssl")
     demo = load_experiment("siampose_synthetic")
-    clips_url = demo_clips(demo)
+    clips_url = prepared_clips(demo)
     results: dict = {"cores": os.cpu_count()}
     rate = trainer_images_per_second(demo, clips_url, args.steps)
     cfg = demo.train
@@ -172,13 +186,23 @@ def main(argv: list[str] | None = None) -> dict:
         f"CPU demo ({setup}) on {os.cpu_count()} cores: {rate:.1f} images/s; "
         f"{steps} steps take ~{minutes} min"
     )
+    workers = min(8, os.cpu_count() or 1)
+    gpu_cfg = demo.train.model_copy(
+        update={"backbone": "resnet50", "image_size": 224, "batch_size": args.gpu_batch,
+                "projection_dim": 2048, "predictor_dim": 512, "loader_workers": workers}
+    )  # fmt: skip
+    gpu_demo = demo.model_copy(update={"train": gpu_cfg})
+    feed = loader_images_per_second(gpu_demo, clips_url, args.loader_batches)
+    results["input_pipeline_224px"] = {
+        "workers": workers,
+        "images_per_second": round(feed, 1),
+        "images_per_second_per_worker": round(feed / workers, 1),
+    }
+    print(
+        f"input pipeline alone (224 px, batch {args.gpu_batch}, {workers} workers): "
+        f"{feed:.0f} images/s ({feed / workers:.0f} per worker)"
+    )
     if torch.cuda.is_available():
-        workers = min(8, os.cpu_count() or 1)
-        gpu_cfg = demo.train.model_copy(
-            update={"backbone": "resnet50", "image_size": 224, "batch_size": args.gpu_batch,
-                    "projection_dim": 2048, "predictor_dim": 512, "loader_workers": workers}
-        )  # fmt: skip
-        gpu_demo = demo.model_copy(update={"train": gpu_cfg})
         with GpuUtilisation() as ours_util:
             ours = trainer_images_per_second(gpu_demo, clips_url, args.gpu_steps)
         with GpuUtilisation() as plain_util:

@@ -1,5 +1,6 @@
 """Figures for the report (PNG bytes, matplotlib's Agg backend): PCA trajectories of each video's
-embeddings coloured by time, and precision-recall curves of the pose benchmark."""
+embeddings coloured by time, precision-recall curves of the pose benchmark, fitted boxes drawn on
+query frames and nearest-neighbour galleries."""
 
 from __future__ import annotations
 
@@ -98,5 +99,33 @@ def fitted_boxes(
         axes[1, column].set_title("nearest training frame", fontsize=7)
         for row in (0, 1):
             axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
+    return _png(figure)
+
+
+def neighbour_gallery(
+    rows: list[tuple[np.ndarray, str, list[tuple[np.ndarray, str, bool]]]], title: str
+) -> bytes:
+    """One row per query: its crop, then its nearest neighbours' crops, each captioned and
+    framed green when its category matches the query's, red otherwise. Rows are
+    (query crop, caption, [(neighbour crop, caption, same category)])."""
+    columns = 1 + max(len(cells) for _, _, cells in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.5 * columns, 1.65 * len(rows)), squeeze=False
+    )
+    for row, (query, caption, cells) in enumerate(rows):
+        axes[row, 0].imshow(query)
+        axes[row, 0].set_title(f"query: {caption}", fontsize=7)
+        for column, (crop, label, same) in enumerate(cells, start=1):
+            axes[row, column].imshow(crop)
+            axes[row, column].set_title(label, fontsize=7)
+            for spine in axes[row, column].spines.values():
+                spine.set_edgecolor("tab:green" if same else "tab:red")
+                spine.set_linewidth(2.5)
+        for column in range(columns):
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+            if column > len(cells):
+                axes[row, column].axis("off")
     figure.suptitle(title, fontsize=9)
     return _png(figure)

@@ -34,6 +34,7 @@ from vidssl.objectron.geometry import project_to_pixels
 from vidssl.shards import decode_json, read_manifest, read_split
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
+from vidssl.train.data import decode_rgb, object_crop
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,6 @@ def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> d
 def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  # type: ignore[no-untyped-def]
     """RGB frames (video id, position) -> image, read from the clip shards the exports embedded."""
     from vidssl.clips import frame_name
-    from vidssl.train.data import decode_rgb
 
     prefix = store.key_of(clips_url)
     found = {}
@@ -139,30 +139,47 @@ def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  #
     return found
 
 
-def fitted_box_figure(
-    store, clips_url: str, name: str, train: Split, test: Split, experiment
-) -> bytes | None:  # type: ignore[no-untyped-def]
-    """The first test frame of up to 6 test videos, with the truth and the fitted box."""
-    picks, seen = [], set()
-    for index, record in enumerate(test.records):
-        if record["video_id"] not in seen:
-            seen.add(record["video_id"])
-            picks.append(index)
-        if len(picks) == 6:
-            break
-    (matches, _), *_ = list(nearest_neighbours(test.features[picks], train.features, k=1))
-    references = [train.records[i] for i in matches[:, 0]]
-    wanted = {(test.records[i]["video_id"], test.records[i]["frame_position"]) for i in picks}
-    wanted |= {(r["video_id"], r["frame_position"]) for r in references}
-    frames = clip_frames(store, clips_url, wanted)
-    panels = []
-    for index, reference in zip(picks, references, strict=True):
-        query = test.records[index]
-        key, ref_key = (
-            (query["video_id"], query["frame_position"]),
-            (reference["video_id"], reference["frame_position"]),
+@dataclass
+class QueryExamples:
+    """A few test queries (the first frame of up to `count` test videos), their k nearest
+    training frames and the RGB frames of both, for the report's figures."""
+
+    queries: list[dict]
+    neighbours: list[list[dict]]
+    similarities: np.ndarray
+    frames: dict
+
+    @classmethod
+    def load(cls, store, clips_url: str, train: Split, test: Split, count: int = 6, k: int = 5):  # type: ignore[no-untyped-def]
+        picks, seen = [], set()
+        for index, record in enumerate(test.records):
+            if record["video_id"] not in seen:
+                seen.add(record["video_id"])
+                picks.append(index)
+            if len(picks) == count:
+                break
+        (indices, similarities), *_ = list(
+            nearest_neighbours(test.features[picks], train.features, k=min(k, len(train.records)))
         )
-        if key not in frames or ref_key not in frames:
+        queries = [test.records[i] for i in picks]
+        neighbours = [[train.records[j] for j in row] for row in indices]
+        wanted = {_frame_key(r) for r in queries} | {_frame_key(r) for n in neighbours for r in n}
+        return cls(queries, neighbours, similarities, clip_frames(store, clips_url, wanted))
+
+    def frame(self, record: dict) -> np.ndarray | None:
+        return self.frames.get(_frame_key(record))
+
+
+def _frame_key(record: dict) -> tuple[str, int]:
+    return record["video_id"], record["frame_position"]
+
+
+def fitted_box_figure(examples: QueryExamples, name: str, experiment: Experiment) -> bytes | None:
+    """Query frames with the truth and the box fitted from the nearest neighbour."""
+    panels = []
+    for query, (reference, *_) in zip(examples.queries, examples.neighbours, strict=True):
+        frame, reference_frame = examples.frame(query), examples.frame(reference)
+        if frame is None or reference_frame is None:
             continue
         target = FrameGeometry.from_annotation(query["annotation"])
         fitted = fit_box(
@@ -170,7 +187,7 @@ def fitted_box_figure(
             FrameGeometry.from_annotation(reference["annotation"]),
             experiment.bench.refinements,
         )
-        height, width = frames[key].shape[:2]
+        height, width = frame.shape[:2]
         scale = np.array([width / target.image_size[0], height / target.image_size[1]])
         fitted_2d = (
             project_to_pixels(fitted, target.intrinsics) * scale
@@ -178,11 +195,35 @@ def fitted_box_figure(
             else fitted[:, :2] * np.nan
         )
         caption = f"{query['category']}: IoU {iou(target.box, fitted):.2f}"
-        panels.append((frames[key], frames[ref_key], target.box_2d * scale, fitted_2d, caption))
+        panels.append((frame, reference_frame, target.box_2d * scale, fitted_2d, caption))
     if not panels:
         return None
     return plots.fitted_boxes(
         panels, f"{name}: truth (green) and box fitted from the nearest neighbour (red)"
+    )
+
+
+def neighbour_gallery_figure(examples: QueryExamples, name: str) -> bytes | None:
+    """Each query crop beside its nearest training crops (same category framed green)."""
+    rows = []
+    for query, neighbours, similarities in zip(
+        examples.queries, examples.neighbours, examples.similarities, strict=True
+    ):
+        frame = examples.frame(query)
+        if frame is None:
+            continue
+        cells = []
+        for reference, similarity in zip(neighbours, similarities, strict=True):
+            reference_frame = examples.frame(reference)
+            if reference_frame is not None:
+                crop = object_crop(reference_frame, reference["annotation"])
+                caption = f"{reference['category']} {similarity:.2f}"
+                cells.append((crop, caption, reference["category"] == query["category"]))
+        rows.append((object_crop(frame, query["annotation"]), query["category"], cells))
+    if not rows:
+        return None
+    return plots.neighbour_gallery(
+        rows, f"{name}: test crops (left) and their nearest training crops, cosine similarity"
     )
 
 
@@ -222,10 +263,14 @@ def run(
                 [r["video_id"] for r in test.records], [r["category"] for r in test.records],
             )  # fmt: skip
         metrics["models"][name] = model
-        if objectron and clips_url:
-            figure = fitted_box_figure(store, clips_url, name, train, test, experiment)
-            if figure:
-                figures[f"fitted-boxes-{slug(name)}.png"] = figure
+        if objectron and clips_url and test.records:
+            examples = QueryExamples.load(store, clips_url, train, test)
+            for kind, figure in (
+                ("fitted-boxes", fitted_box_figure(examples, name, experiment)),
+                ("neighbours", neighbour_gallery_figure(examples, name)),
+            ):
+                if figure:
+                    figures[f"{kind}-{slug(name)}.png"] = figure
         if len(test.records) > 2:
             figures[f"trajectories-{slug(name)}.png"] = plots.trajectories(
                 test.features,

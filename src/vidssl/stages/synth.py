@@ -12,7 +12,7 @@ from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
 from vidssl.synth.objectron import SynthSpec, generate
 
-SPEC = StageSpec(name="synth", version=2)  # 2: category-styled instance textures
+SPEC = StageSpec(name="synth", version=3)  # 2: category-styled textures; 3: floors, shapes
 RAW_FOLDER = "raw"
 
 
@@ -26,6 +26,7 @@ def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
         seed=source.seed,
         categories=tuple(source.categories),
         test_fraction=source.test_fraction,
+        textures=source.textures,
         workers=workers,
     )
 

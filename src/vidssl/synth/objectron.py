@@ -39,9 +39,9 @@ from vidssl.synth.shapes import (
     CATEGORIES,
     Face,
     build_mesh,
-    category_texture,
-    make_texture,
+    floor_texture,
     mesh_extent,
+    object_texture,
 )
 
 VIDEOS_PER_BATCH = 8
@@ -60,6 +60,7 @@ class SynthSpec:
     swing_probability: float = 0.25  # camera swings away, object out of frame
     bike_blur_probability: float = 0.6  # privacy-filter blur on a stretch of frames
     wrong_category_probability: float = 0.1  # raw annotation names another category
+    textures: str = "category"  # category-styled, per-instance random, or plain colours
     workers: int = 0
 
 
@@ -103,9 +104,9 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
     position = np.array([rng.uniform(-0.1, 0.1), size[1] / 2, rng.uniform(-0.1, 0.1)])
     faces = _place(mesh, rotation, position - rotation @ centre_local)
     keypoints_world = box_points(rotation, position, size)
-    texture = category_texture(category, rng)
-    ground = (make_texture(rng) * rng.uniform(0.5, 0.9)).astype(np.uint8)
-    wall = rng.uniform(60, 200, size=3)
+    texture = object_texture(spec.textures, category, rng)
+    ground = floor_texture(rng)
+    wall = rng.uniform(80, 200) + rng.uniform(-25, 25, size=3)  # muted, as real rooms
 
     # The camera: an orbit with changing azimuth, elevation and distance, plus tremor.
     n, t = spec.frames, np.linspace(0, 1, spec.frames)

@@ -105,38 +105,38 @@ def build_mesh(category: str, rng: np.random.Generator) -> list[Face]:
     """A random instance of the category's shape family (metres, standing on y = 0)."""
     m = MeshBuilder(rng)
     if category == "cereal_box":
-        w, h, d = _u(rng, 0.18, 0.30), _u(rng, 0.25, 0.36), _u(rng, 0.06, 0.10)
+        w, h, d = _u(rng, 0.14, 0.32), _u(rng, 0.20, 0.40), _u(rng, 0.05, 0.12)
         m.box((0, h / 2, 0), (w, h, d))
     elif category == "book":
-        w, h, d = _u(rng, 0.15, 0.25), _u(rng, 0.025, 0.06), _u(rng, 0.20, 0.30)
+        w, h, d = _u(rng, 0.12, 0.30), _u(rng, 0.02, 0.08), _u(rng, 0.15, 0.32)
         m.box((0, h / 2, 0), (w, h, d))
     elif category == "bottle":
-        r, h = _u(rng, 0.03, 0.05), _u(rng, 0.16, 0.26)
+        r, h = _u(rng, 0.025, 0.06), _u(rng, 0.12, 0.30)
         neck_r, neck_h = r * _u(rng, 0.3, 0.5), _u(rng, 0.05, 0.08)
         m.cylinder((0, h / 2, 0), r, h)
         m.cylinder((0, h + neck_h / 2, 0), neck_r, neck_h, segments=10)
     elif category == "cup":
-        r, h = _u(rng, 0.035, 0.05), _u(rng, 0.08, 0.12)
+        r, h = _u(rng, 0.03, 0.055), _u(rng, 0.06, 0.14)
         m.cylinder((0, h / 2, 0), r, h)
         m.box((r + 0.015, h * 0.55, 0), (0.03, h * 0.55, 0.012))
     elif category == "camera":
-        w, h, d = _u(rng, 0.10, 0.14), _u(rng, 0.065, 0.09), _u(rng, 0.04, 0.06)
-        lens_r, lens_l = _u(rng, 0.022, 0.032), _u(rng, 0.03, 0.06)
+        w, h, d = _u(rng, 0.09, 0.16), _u(rng, 0.06, 0.10), _u(rng, 0.03, 0.07)
+        lens_r, lens_l = _u(rng, 0.02, 0.035), _u(rng, 0.01, 0.09)
         m.box((0, h / 2, 0), (w, h, d))
         m.cylinder((w * 0.1, h * 0.45, d / 2 + lens_l / 2), lens_r, lens_l, axis="z", segments=12)
         m.box((-w * 0.3, h + 0.01, 0), (w * 0.25, 0.02, d * 0.6))
     elif category == "laptop":
-        w, d, t = _u(rng, 0.30, 0.36), _u(rng, 0.21, 0.26), _u(rng, 0.015, 0.022)
+        w, d, t = _u(rng, 0.28, 0.40), _u(rng, 0.19, 0.28), _u(rng, 0.015, 0.025)
         m.box((0, t / 2, 0), (w, t, d))
-        tilt = np.radians(_u(rng, 95, 120))
+        tilt = np.radians(_u(rng, 95, 135))
         c, s = np.cos(tilt), np.sin(tilt)
         direction = np.array([0, s, c])  # from the hinge at the back edge, leaning back
         hinge = np.array([0, t, -d / 2])
         rotation = np.stack([[1.0, 0, 0], direction, np.cross([1.0, 0, 0], direction)], axis=1)
         m.box(hinge + direction * d / 2, (w, d, 0.008), rotation)
     elif category == "chair":
-        w, d, seat = _u(rng, 0.40, 0.50), _u(rng, 0.40, 0.50), _u(rng, 0.42, 0.48)
-        back, leg = _u(rng, 0.35, 0.50), 0.035
+        w, d, seat = _u(rng, 0.36, 0.60), _u(rng, 0.36, 0.60), _u(rng, 0.40, 0.50)
+        back, leg = _u(rng, 0.25, 0.60), 0.035
         m.box((0, seat, 0), (w, 0.04, d))
         for x in (-1, 1):
             for z in (-1, 1):
@@ -146,7 +146,7 @@ def build_mesh(category: str, rng: np.random.Generator) -> list[Face]:
                 )
         m.box((0, seat + 0.02 + back / 2, -d / 2 + 0.015), (w, back, 0.03))
     elif category == "shoe":
-        length, width = _u(rng, 0.25, 0.31), _u(rng, 0.085, 0.11)
+        length, width = _u(rng, 0.22, 0.32), _u(rng, 0.08, 0.12)
         sole, upper = _u(rng, 0.025, 0.035), _u(rng, 0.06, 0.09)
         m.box((0, sole / 2, 0), (width, sole, length))
         m.box((0, sole + upper / 2, -length * 0.18), (width * 0.9, upper, length * 0.6))
@@ -210,9 +210,42 @@ def _paint(base, accent, pattern: np.ndarray, rng: np.random.Generator) -> np.nd
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
-    """A colourful procedural texture (BGR uint8): stripes, checks or blobs over a base colour."""
+def instance_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A colourful procedural texture drawn per instance, unrelated to the category: stripes,
+    checks or blobs over a base colour."""
     base, accent = rng.uniform(40, 220, size=3), rng.uniform(0, 255, size=3)
+    kind = int(rng.integers(3))
+    scale = rng.uniform(4, 14) if kind == 0 else rng.uniform(3, 10)
+    return _paint(base, accent, _pattern(kind, size, rng, rng.uniform(0, np.pi), scale), rng)
+
+
+def plain_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """One flat colour per instance (with sensor-like noise): only shape and shading are left."""
+    base = rng.uniform(40, 220, size=3)
+    return _paint(base, base, np.zeros((size, size)), rng)
+
+
+TEXTURES = ("category", "instance", "plain")
+
+
+def object_texture(kind: str, category: str, rng: np.random.Generator) -> np.ndarray:
+    """The instance's texture for the `textures` setting of the synthetic source."""
+    if kind == "category":
+        return category_texture(category, rng)
+    if kind == "instance":
+        return instance_texture(rng)
+    if kind == "plain":
+        return plain_texture(rng)
+    raise ValueError(f"unknown texture kind {kind!r}; known: {TEXTURES}")
+
+
+def floor_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A surface to stand the object on, as in real captures (table tops, floors, carpets):
+    muted colours and a low-contrast pattern, so the object rather than the floor stands out."""
+    grey = rng.uniform(70, 190)
+    tint = rng.uniform(-18, 18, size=3)
+    base = grey + tint
+    accent = base + rng.uniform(-35, 35)
     kind = int(rng.integers(3))
     scale = rng.uniform(4, 14) if kind == 0 else rng.uniform(3, 10)
     return _paint(base, accent, _pattern(kind, size, rng, rng.uniform(0, np.pi), scale), rng)

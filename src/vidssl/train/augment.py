@@ -36,7 +36,7 @@ def _pixel_ops(size: int) -> list:
 
 
 def view_transform(preset: Preset, size: int) -> v2.Compose:
-    """uint8 CHW (any size) -> normalized float CHW of `size` x `size`."""
+    """uint8 CHW (any size) -> augmented uint8 CHW of `size` x `size` (see `normalize`)."""
     if preset == "px":
         geometry = [v2.Resize((size, size), antialias=True)]
     elif preset in _CROP_SCALE:
@@ -44,25 +44,20 @@ def view_transform(preset: Preset, size: int) -> v2.Compose:
         geometry = [v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)]
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; use px, ulc_px, lc_px or full")
-    return v2.Compose(
-        [
-            *geometry,
-            *_pixel_ops(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    return v2.Compose([*geometry, *_pixel_ops(size)])
 
 
-def eval_transform(size: int) -> v2.Compose:
-    """Deterministic: resize the (already cropped) view and normalize."""
-    return v2.Compose(
-        [
-            v2.Resize((size, size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+def eval_transform(size: int) -> v2.Resize:
+    """Deterministic: resize the (already cropped) view; uint8 in, uint8 out."""
+    return v2.Resize((size, size), antialias=True)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 normalised with ImageNet's statistics. Done on the
+    device the model runs on: loader workers hand over uint8 views, 4x fewer bytes than floats."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
+    return (images.float() / 255 - mean) / std
 
 
 def flip_views(views: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:

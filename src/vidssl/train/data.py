@@ -32,9 +32,19 @@ def decode_rgb(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def frame_box(meta: dict, position: int) -> list[float]:
-    frame = meta["frames"][position]
+def annotation_box(frame: dict) -> list[float]:
+    """A frame annotation's crop box: the clean stage's, else the projected box + 10%."""
     return frame.get("crop_box") or crop_box(frame, 0.1)
+
+
+def frame_box(meta: dict, position: int) -> list[float]:
+    return annotation_box(meta["frames"][position])
+
+
+def object_crop(image: np.ndarray, frame: dict) -> np.ndarray:
+    """The square crop of a frame around its annotated object, as the crops are embedded."""
+    height, width = image.shape[:2]
+    return crop_with_padding(image, shared_crop_window([annotation_box(frame)], width, height))
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 
 from vidssl.shards import decode_json, read_split
 from vidssl.store import ObjectStore
+from vidssl.train.augment import normalize
 from vidssl.train.data import frame_crops
 
 
@@ -71,7 +72,7 @@ def embed_split(
     device = device or next(encoder.parameters()).device
     try:
         for images, records in _batches(store, prefix, split, views_from, size, batch_size, limit):
-            features = encoder(images.to(device))
+            features = encoder(normalize(images.to(device)))
             yield F.normalize(features.float(), dim=-1).cpu(), records
     finally:
         encoder.train(was_training)

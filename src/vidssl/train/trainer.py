@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from vidssl.config import TrainConfig
 from vidssl.progress import format_eta
 from vidssl.store import ObjectStore
+from vidssl.train.augment import normalize
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics, collapse_std
@@ -150,7 +151,7 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def loader(self, epoch: int) -> DataLoader:
         torch.manual_seed(self.cfg.seed * 1000 + epoch)  # in-process augmentation draws
         dataset = TrainingExamples(
             self.store_uri, self.clips_prefix, self.cfg, epoch, self.distributed.rank
@@ -173,7 +174,9 @@ class Trainer:
             group["lr"] = cfg.base_lr * cfg.batch_size / 256 if group["fix_lr"] else lr
         memory = torch.channels_last if cfg.channels_last and self.device.type == "cuda" else None
         views = [
-            v.to(self.device, non_blocking=True, memory_format=memory or torch.contiguous_format)
+            normalize(v.to(self.device, non_blocking=True)).contiguous(
+                memory_format=memory or torch.contiguous_format
+            )
             for v in views
         ]
         use_amp = cfg.amp and self.device.type == "cuda"
@@ -204,7 +207,7 @@ class Trainer:
         started, done_here = time.monotonic(), 0
         while self.step < total:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
-            batches = iter(self._loader(epoch))
+            batches = iter(self.loader(epoch))
             for _ in range(skip):  # a resumed epoch: draw the batches already trained on
                 next(batches)
             losses, stds = [], []
