@@ -1,36 +1,39 @@
 """The default demo's promise (`make pipeline-run`, EXP=siampose_synthetic): on its fixed seed,
 nearby-pair embeddings beat random embeddings and the random in-category box fit on pose 3D mAP
-(the fraction of test queries fitted with IoU > 0.5). Checked on a shortened run: the demo's data
-and settings, fewer training epochs, on the CPU."""
+(the fraction of test queries fitted with IoU > 0.5).
+
+The demo is itself the small run (1000 CPU steps of a small ResNet at 64 px): this test runs its
+stages in-process on a `file://` store, with the demo's settings unchanged, in about 5 minutes on
+2 cores. Shorter runs were measured too close to the baselines to assert an ordering honestly
+(300 steps: 0.457 against 0.443)."""
 
 from __future__ import annotations
+
+import pytest
 
 from vidssl.config import load_experiment
 from vidssl.stages import bench, export, train
 from vidssl.stages.prepare import prepared_clips
 
-SHORT_EPOCHS = 3  # of the demo's 10 (100 steps each)
+
+def _pose(table: dict) -> float:
+    return table["all"]["fraction_iou_over_0.5"]
 
 
+@pytest.mark.timeout(1500)
 def test_demo_nearby_pairs_beat_random_embeddings_and_random_in_category_fit(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDSSL_STORE_URI", f"file://{tmp_path}")
     demo = load_experiment("siampose_synthetic")
-    assert demo.train.pairing == "nearby" and demo.train.epochs > SHORT_EPOCHS
-    short = demo.model_copy(
-        update={"train": demo.train.model_copy(update={"epochs": SHORT_EPOCHS})}
-    )
-    clips = prepared_clips(short)
-    model = train.run(short, clips)
-    trained = export.run(short, clips, model_url=model.model_url)
-    random = export.run(short, clips, baseline="random")
-    metrics = bench.run(short, {"nearby": trained.url, "random": random.url}, run_id="short")
+    assert demo.train.pairing == "nearby"
+    clips = prepared_clips(demo)
+    model = train.run(demo, clips)
+    trained = export.run(demo, clips, model_url=model.model_url)
+    random = export.run(demo, clips, baseline="random")
+    metrics = bench.run(demo, {"nearby": trained.url, "random": random.url}, run_id="demo")
 
-    def pose(table: dict) -> float:
-        return table["all"]["fraction_iou_over_0.5"]
-
-    nearby = pose(metrics["models"]["nearby"]["pose"]["1"])
-    random_embeddings = pose(metrics["models"]["random"]["pose"]["1"])
-    in_category = pose(metrics["baselines"]["random in-category fit"])
-    assert metrics["models"]["nearby"]["pose"]["1"]["all"]["queries"] > 100
-    assert nearby > random_embeddings, (nearby, random_embeddings)
-    assert nearby > in_category, (nearby, in_category)
+    nearby = metrics["models"]["nearby"]["pose"]["1"]
+    random_embeddings = _pose(metrics["models"]["random"]["pose"]["1"])
+    in_category = _pose(metrics["baselines"]["random in-category fit"])
+    assert nearby["all"]["queries"] > 200
+    assert _pose(nearby) > random_embeddings, (_pose(nearby), random_embeddings)
+    assert _pose(nearby) > in_category, (_pose(nearby), in_category)

@@ -12,7 +12,7 @@ import pytest
 from vidssl.objectron.annotations import parse_sequence
 from vidssl.objectron.geometry import UNIT_BOX, project_to_pixels
 from vidssl.synth.objectron import SynthSpec, generate
-from vidssl.synth.shapes import CATEGORIES
+from vidssl.synth.shapes import CATEGORIES, floor_texture, object_texture
 
 SPEC = SynthSpec(videos_per_class=1, frames=12, width=96, height=128, seed=7, workers=1)
 
@@ -137,3 +137,36 @@ def test_defects_are_recorded(tmp_path):
         path = tmp_path / "annotations" / f"{truth.sequence_id}.pbdata"
         sequence = parse_sequence(path.read_bytes(), str(path))
         assert sequence.objects[0].category == truth.defects["annotated_category"]
+
+
+def _mean_colour(texture: np.ndarray) -> np.ndarray:
+    return texture.reshape(-1, 3).astype(float).mean(axis=0)
+
+
+def test_texture_options():
+    def instances(kind: str, category: str) -> list[np.ndarray]:
+        return [object_texture(kind, category, np.random.default_rng(i)) for i in range(6)]
+
+    def spread(textures: list[np.ndarray]) -> float:  # mean distance between mean colours
+        colours = [_mean_colour(t) for t in textures]
+        return float(np.mean([np.linalg.norm(a - b) for a in colours for b in colours]))
+
+    cups, books = instances("category", "cup"), instances("category", "book")
+    assert spread(cups) < 0.5 * spread(cups[:3] + books[:3])  # a category shares its look
+    unrelated = instances("instance", "cup")
+    assert spread(unrelated) > 2 * spread(cups)
+    plain = instances("plain", "cup")[0]
+    assert plain.reshape(-1, 3).std(axis=0).max() < 15  # one colour, sensor-like noise only
+    with pytest.raises(ValueError, match="unknown texture kind"):
+        object_texture("marble", "cup", np.random.default_rng(0))
+
+
+def test_floors_are_muted_beside_object_textures():
+    def saturation(texture: np.ndarray) -> float:
+        return float(cv2.cvtColor(texture, cv2.COLOR_BGR2HSV)[..., 1].mean())
+
+    floors = [saturation(floor_texture(np.random.default_rng(i))) for i in range(8)]
+    objects = [
+        saturation(object_texture("instance", "cup", np.random.default_rng(i))) for i in range(8)
+    ]
+    assert np.mean(floors) < 0.5 * np.mean(objects)

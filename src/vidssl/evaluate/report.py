@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 #: SiamPose paper, Table 5 (Objectron, ResNet-50, 25 epochs): classif. acc., re-ID mAP, 3D mAP.
 PAPER_TABLE_5 = {
@@ -24,7 +25,8 @@ STYLE = (
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    """A file-name-safe form: "nearby (ntxent)" -> "nearby-ntxent"."""
+    return re.sub(r"[^0-9a-z]+", "-", name.lower()).strip("-")
 
 
 def render_html(markdown: str, figures: dict[str, bytes]) -> str:

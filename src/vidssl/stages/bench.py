@@ -141,8 +141,8 @@ def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  #
 
 @dataclass
 class QueryExamples:
-    """A few test queries (the first frame of up to `count` test videos), their k nearest
-    training frames and the RGB frames of both, for the report's figures."""
+    """A few test queries (the first frame of the first test video of each category, up to
+    `count`), their k nearest training frames and the RGB frames of both, for the figures."""
 
     queries: list[dict]
     neighbours: list[list[dict]]
@@ -150,14 +150,11 @@ class QueryExamples:
     frames: dict
 
     @classmethod
-    def load(cls, store, clips_url: str, train: Split, test: Split, count: int = 6, k: int = 5):  # type: ignore[no-untyped-def]
-        picks, seen = [], set()
+    def load(cls, store, clips_url: str, train: Split, test: Split, count: int = 9, k: int = 5):  # type: ignore[no-untyped-def]
+        first: dict[str, int] = {}
         for index, record in enumerate(test.records):
-            if record["video_id"] not in seen:
-                seen.add(record["video_id"])
-                picks.append(index)
-            if len(picks) == count:
-                break
+            first.setdefault(record["category"], index)
+        picks = [first[category] for category in sorted(first)][:count]
         (indices, similarities), *_ = list(
             nearest_neighbours(test.features[picks], train.features, k=min(k, len(train.records)))
         )
