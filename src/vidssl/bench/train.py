@@ -30,8 +30,11 @@ from vidssl.train.objectives import build_objective, views_needed
 from vidssl.train.trainer import Trainer
 
 
-def trainer_images_per_second(experiment: Experiment, clips_url: str, steps: int) -> float:
-    """Images/s (examples x views) over `steps` steps of the trainer, after 5 warm-up steps."""
+def trainer_images_per_second(
+    experiment: Experiment, clips_url: str, steps: int, warmup: int = 10
+) -> float:
+    """Images/s (examples x views) of the trainer over `steps` steps, timed from the end of the
+    `warmup`-th step of the same run (loader workers started, buffers filled)."""
     store = store_for(experiment)
     prefix = f"bench/train/{uuid.uuid4().hex[:8]}"
     cfg = experiment.train.model_copy(update={"checkpoint_every": 10**9})
@@ -40,15 +43,18 @@ def trainer_images_per_second(experiment: Experiment, clips_url: str, steps: int
         build_objective(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
         steps_per_epoch=10**6,
     )  # fmt: skip
-    trainer.fit(stop_after_step=5)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    trainer.fit(stop_after_step=5 + steps)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    cuda = trainer.device.type == "cuda"
+    marks: dict[int, float] = {}
+
+    def mark(step: int) -> None:
+        if step in (warmup, warmup + steps):
+            if cuda:
+                torch.cuda.synchronize()
+            marks[step] = time.perf_counter()
+
+    trainer.fit(stop_after_step=warmup + steps, on_step=mark)
     store.delete_prefix(prefix + "/")
+    seconds = marks[warmup + steps] - marks[warmup]
     return steps * cfg.batch_size * views_needed(cfg.objective) / seconds
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -199,8 +200,13 @@ class Trainer:
         )  # fmt: skip
         self.metrics.push()
 
-    def fit(self, stop_after_step: int | None = None) -> TrainResult:
-        """Train to `epochs` (or stop early after a given step, as a crash would)."""
+    def fit(
+        self,
+        stop_after_step: int | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> TrainResult:
+        """Train to `epochs` (or stop early after a given step, as a crash would); `on_step`
+        is called with the step number after each step (benchmarks time steady-state steps)."""
         cfg = self.cfg
         total = cfg.epochs * self.steps_per_epoch
         self.resume()
@@ -223,6 +229,8 @@ class Trainer:
                 losses.append(loss)
                 stds.append(std)
                 done_here += 1
+                if on_step is not None:
+                    on_step(self.step)
                 rate = done_here * cfg.batch_size / (time.monotonic() - started)
                 self.metrics.update(
                     loss=loss,
