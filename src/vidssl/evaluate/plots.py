@@ -111,7 +111,11 @@ def neighbour_gallery(
     (query crop, caption, [(neighbour crop, caption, same category)])."""
     columns = 1 + max(len(cells) for _, _, cells in rows)
     figure, axes = plt.subplots(
-        len(rows), columns, figsize=(1.5 * columns, 1.65 * len(rows)), squeeze=False
+        len(rows),
+        columns,
+        figsize=(1.5 * columns, 1.65 * len(rows)),
+        squeeze=False,
+        layout="constrained",
     )
     for row, (query, caption, cells) in enumerate(rows):
         axes[row, 0].imshow(query)
