@@ -3,6 +3,7 @@ manifest-last publication, and WebDataset's splitting and resampling."""
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -234,3 +235,33 @@ def test_verify_output_rechecks_every_sha256(store):
     store.put(key, bytes(data))
     problems = verify_output(store, "out/x")
     assert problems == [f"{store.url(key)}: sha256 differs from the manifest"]
+
+
+def test_workers_forked_after_the_parent_read_get_intact_bytes(s3_store):
+    """The parent streams shards first (its S3 connections stay open for reuse), then forks
+    DataLoader workers that stream at the same time: each must use its own connections."""
+    writer = _writer(s3_store, max_samples=3)
+    for i in range(12):
+        writer.write("train", {**_sample(i), "f000.jpg": bytes([i]) * 300_000})
+    writer.publish()
+    assert len(list(read_split(s3_store, "out/x", "train"))) == 12  # parent's pool now warm
+    dataset = read_split(s3_store, "out/x", "train")
+    for _ in range(3):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+        samples = list(loader)  # a ShardReadError (CRC/size mismatch) fails the test
+        assert Counter(s["__key__"] for s in samples) == Counter(f"video{i:03d}" for i in range(12))
+        assert all(s["f000.jpg"] == bytes([int(s["__key__"][5:])]) * 300_000 for s in samples)
+
+
+def test_a_forked_child_opens_its_own_s3_client(s3_store):
+    parent_client = s3_store.client
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def child() -> None:
+        send.send(s3_store.client is parent_client)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(30)
+    assert receive.recv() is False
+    assert s3_store.client is parent_client  # the parent keeps its own

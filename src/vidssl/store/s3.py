@@ -7,6 +7,7 @@ often to try: an unreachable endpoint fails in about a second with one line, not
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlparse
@@ -52,18 +53,32 @@ class S3Store(ObjectStore):
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self.base_url = f"s3://{bucket}"
         self.retry = retry or RetryPolicy()
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
-            retries=False,
-            maxsize=16,
-        )
-        self.client = Minio(
-            endpoint=parsed.netloc,
-            access_key=access_key,
-            secret_key=secret_key,
-            secure=parsed.scheme == "https",
-            http_client=http,
-        )
+
+        def connect() -> Minio:
+            http = urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+                retries=False,
+                maxsize=16,
+            )
+            return Minio(
+                endpoint=parsed.netloc,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=parsed.scheme == "https",
+                http_client=http,
+            )
+
+        self._connect = connect
+        self._client, self._client_pid = connect(), os.getpid()
+
+    @property
+    def client(self) -> Minio:
+        """The SDK client of this process. A forked child (DataLoader and ingest workers) gets
+        its own connection pool: sharing the parent's keep-alive sockets interleaves responses
+        and corrupts the bytes read."""
+        if self._client_pid != os.getpid():
+            self._client, self._client_pid = self._connect(), os.getpid()
+        return self._client
 
     # -- error mapping -------------------------------------------------------------------------
 
