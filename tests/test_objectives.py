@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 from vidssl.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SeparableGaussianBlur,
     flip_views,
     normalize,
     view_transform,
@@ -127,6 +128,17 @@ def test_presets(preset):
     assert "RandomGrayscale" in kinds and kinds.count("RandomApply") == 2  # jitter, blur
     out = transform(torch.randint(0, 255, (3, 50, 70), dtype=torch.uint8))
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8  # loaders hand over bytes
+
+
+@pytest.mark.parametrize("size,kernel", [(64, 7), (224, 23)])
+def test_separable_blur_matches_torchvision(size, kernel):
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+    torch.manual_seed(3)
+    ours = SeparableGaussianBlur(kernel, sigma=(1.5, 1.5))(image)
+    reference = v2.functional.gaussian_blur(image, [kernel, kernel], [1.5, 1.5])
+    assert ours.dtype == torch.uint8 and ours.shape == image.shape
+    assert (ours.int() - reference.int()).abs().max() <= 1  # rounding only
+    assert (ours.float() - image.float()).abs().mean() > 10  # it did blur noise
 
 
 def test_normalize_matches_torchvision_on_a_batch():
