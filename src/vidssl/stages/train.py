@@ -22,7 +22,7 @@ from vidssl.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-SPEC = StageSpec(name="train", version=1)
+SPEC = StageSpec(name="train", version=2)  # 2: separable blur, uint8 loader hand-over
 FINAL = "final.pt"
 #: Settings that change how fast or where training runs, not what it learns.
 _NOT_IN_DIGEST = {"loader_workers", "metrics_port", "checkpoint_every", "knn_max_train", "knn_k"}
