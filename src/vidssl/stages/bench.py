@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -142,15 +142,16 @@ def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  #
 @dataclass
 class QueryExamples:
     """A few test queries (the first frame of the first test video of each category, up to
-    `count`), their k nearest training frames and the RGB frames of both, for the figures."""
+    `count`), their k nearest training frames and, once read (`frames`, one scan of the clips
+    for every export), the RGB frames of both, for the figures."""
 
     queries: list[dict]
     neighbours: list[list[dict]]
     similarities: np.ndarray
-    frames: dict
+    frames: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, store, clips_url: str, train: Split, test: Split, count: int = 9, k: int = 5):  # type: ignore[no-untyped-def]
+    def pick(cls, train: Split, test: Split, count: int = 9, k: int = 5) -> QueryExamples:
         first: dict[str, int] = {}
         for index, record in enumerate(test.records):
             first.setdefault(record["category"], index)
@@ -160,8 +161,12 @@ class QueryExamples:
         )
         queries = [test.records[i] for i in picks]
         neighbours = [[train.records[j] for j in row] for row in indices]
-        wanted = {_frame_key(r) for r in queries} | {_frame_key(r) for n in neighbours for r in n}
-        return cls(queries, neighbours, similarities, clip_frames(store, clips_url, wanted))
+        return cls(queries, neighbours, similarities)
+
+    def wanted(self) -> set[tuple[str, int]]:
+        return {_frame_key(r) for r in self.queries} | {
+            _frame_key(r) for row in self.neighbours for r in row
+        }
 
     def frame(self, record: dict) -> np.ndarray | None:
         return self.frames.get(_frame_key(record))
@@ -237,6 +242,7 @@ def run(
     train = test = None
     curves: dict = {}
     figures: dict[str, bytes] = {}
+    examples: dict[str, QueryExamples] = {}
     for name, url in exports.items():
         prefix = store.key_of(url)
         splits = read_manifest(store, prefix).splits
@@ -261,13 +267,7 @@ def run(
             )  # fmt: skip
         metrics["models"][name] = model
         if objectron and clips_url and test.records:
-            examples = QueryExamples.load(store, clips_url, train, test)
-            for kind, figure in (
-                ("fitted-boxes", fitted_box_figure(examples, name, experiment)),
-                ("neighbours", neighbour_gallery_figure(examples, name)),
-            ):
-                if figure:
-                    figures[f"{kind}-{slug(name)}.png"] = figure
+            examples[name] = QueryExamples.pick(train, test)
         if len(test.records) > 2:
             figures[f"trajectories-{slug(name)}.png"] = plots.trajectories(
                 test.features,
@@ -275,6 +275,17 @@ def run(
                 [r["timestamp"] for r in test.records],
                 f"{name}: test videos, PCA of the embeddings (colour = time)",
             )
+    if examples and clips_url:
+        wanted = set().union(*(picked.wanted() for picked in examples.values()))
+        frames = clip_frames(store, clips_url, wanted)  # one scan of the clips for every export
+        for name, picked in examples.items():
+            picked.frames = frames
+            for kind, figure in (
+                ("fitted-boxes", fitted_box_figure(picked, name, experiment)),
+                ("neighbours", neighbour_gallery_figure(picked, name)),
+            ):
+                if figure:
+                    figures[f"{kind}-{slug(name)}.png"] = figure
     if train is not None and train.records and "annotation" in train.records[0]:
         metrics["baselines"] = random_fit_baselines(train, test, experiment)
     if curves:
