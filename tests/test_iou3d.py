@@ -79,3 +79,17 @@ def test_symmetric_iou_forgives_a_turn_about_the_vertical():
 
 def test_degenerate_box_has_no_iou():
     assert iou(_box(), _box(size=(1, 0, 1))) == 0.0
+
+
+def test_a_box_stored_in_float32_far_from_the_camera_overlaps_itself():
+    # Annotation files hold float32 keypoints: a thin box 3 m away is rectangular only to ~1e-7
+    # relative; an absolute tolerance of 1e-7 m once called its own corners outside it (0.64).
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        box = _box(
+            centre=rng.uniform(-1, 1, 3) + [0, 0, -3],
+            size=rng.uniform([0.02, 0.5, 0.5], [0.08, 1.5, 1.5]),
+            yaw=rng.uniform(0, 6),
+            tilt=rng.uniform(-0.5, 0.5),
+        ).astype(np.float32)
+        assert iou(box, box) == pytest.approx(1.0, abs=1e-3)

@@ -9,7 +9,8 @@ Given a query frame and the annotated reference frame its embedding is nearest t
 3. rescale it `refinements` times by the ratio of 2D box diagonals (query / fitted box) and snap
    it back onto the plane.
 
-Everything is in camera frames, metres; ARKit cameras look down -Z.
+Everything is in camera frames, metres, in Objectron's convention (x down the portrait image,
+y right, looking down -Z; see vidssl.objectron.geometry).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from vidssl.objectron.geometry import (
     box_points,
     intrinsics_matrix,
     look_at,
+    pixel_ray,
+    portrait_size,
     project_to_pixels,
     rotation_about_y,
     world_to_camera,
@@ -33,16 +36,16 @@ class FrameGeometry:
     """What box fitting needs of an annotated frame."""
 
     box: np.ndarray  # 9 x 3, camera frame
-    box_2d: np.ndarray  # 9 x 2, pixels
-    intrinsics: np.ndarray  # 3 x 3, pixels of image_size
+    box_2d: np.ndarray  # 9 x 2, (column, row) pixels of the portrait image
+    intrinsics: np.ndarray  # 3 x 3, Objectron's convention (vidssl.objectron.geometry)
     plane_center: np.ndarray
     plane_normal: np.ndarray  # unit
-    image_size: tuple[int, int]  # width, height
+    image_size: tuple[int, int]  # width, height of the portrait image at capture resolution
 
     @classmethod
     def from_annotation(cls, annotation: dict) -> FrameGeometry:
         camera = annotation["camera"]
-        width, height = camera["image_width"], camera["image_height"]
+        width, height = portrait_size(camera["image_width"], camera["image_height"])
         obj = annotation["objects"][0]
         points_2d = np.asarray(obj["keypoints_2d"], float)[:, :2] * [width, height]
         normal = np.asarray(annotation["plane_normal"], float)
@@ -92,17 +95,11 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + k + k @ k / (1 + c)
 
 
-def _ray(intrinsics: np.ndarray, pixel: np.ndarray) -> np.ndarray:
-    x = (pixel[0] - intrinsics[0, 2]) / intrinsics[0, 0]
-    y = -(pixel[1] - intrinsics[1, 2]) / intrinsics[1, 1]
-    return np.array([x, y, -1.0])
-
-
 def _snap(box: np.ndarray, query: FrameGeometry, centre_pixel: np.ndarray) -> np.ndarray:
     """Move `box` so it stands on the query plane with its centre on the ray through the pixel."""
     normal = query.plane_normal
     half_height = float(np.max((box[1:] - box[0]) @ normal))
-    ray = _ray(query.intrinsics, centre_pixel)
+    ray = pixel_ray(query.intrinsics, centre_pixel)
     denominator = float(ray @ normal)
     if abs(denominator) < 1e-9:
         return box + (query.plane_center + normal * half_height - box[0])

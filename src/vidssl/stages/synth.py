@@ -12,7 +12,7 @@ from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
 from vidssl.synth.objectron import SynthSpec, generate
 
-SPEC = StageSpec(name="synth", version=3)  # 2: category-styled textures; 3: floors, shapes
+SPEC = StageSpec(name="synth", version=4)  # 2: textures; 3: floors, shapes; 4: real camera axes
 RAW_FOLDER = "raw"
 
 

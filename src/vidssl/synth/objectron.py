@@ -195,7 +195,8 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
         cam.view_matrix.extend(view.flatten().tolist())
         cam.intrinsics.extend(intrinsics.flatten().tolist())
         cam.projection_matrix.extend(projection.flatten().tolist())
-        cam.image_resolution_width, cam.image_resolution_height = spec.width, spec.height
+        # ARKit reports the landscape sensor's resolution; the frames are portrait.
+        cam.image_resolution_width, cam.image_resolution_height = spec.height, spec.width
         in_camera = world_to_camera(keypoints_world, view)
         normalized = project_normalized(in_camera, projection)
         object_annotation = annotation.annotations.add(object_id=0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidssl.objectron.geometry import project_to_pixels, world_to_camera
+from vidssl.objectron.geometry import camera_to_pixels, project_to_pixels, world_to_camera
 from vidssl.synth.shapes import Face
 
 _SUBPIXEL_BITS = 4
@@ -18,7 +18,7 @@ _SUBPIXEL_BITS = 4
 @dataclass(frozen=True)
 class Camera:
     view: np.ndarray  # world -> camera, 4x4
-    intrinsics: np.ndarray  # 3x3, pixels
+    intrinsics: np.ndarray  # 3x3, Objectron's (landscape sensor) convention, pixels
     width: int
     height: int
 
@@ -65,9 +65,7 @@ def _draw_ground(image, camera: Camera, texture, centre, half_size: float, light
     )
     rotation, translation = camera.view[:3, :3], camera.view[:3, 3]
     plane_to_camera = np.stack([rotation[:, 0], rotation[:, 2], translation], axis=1)
-    k = camera.intrinsics
-    camera_to_pixels = np.array([[k[0, 0], 0, -k[0, 2]], [0, -k[1, 1], -k[1, 2]], [0, 0, -1]])
-    homography = camera_to_pixels @ plane_to_camera @ texture_to_plane
+    homography = camera_to_pixels(camera.intrinsics) @ plane_to_camera @ texture_to_plane
     shaded = np.clip(texture.astype(np.float32) * light, 0, 255).astype(np.uint8)
     warped = cv2.warpPerspective(
         shaded, homography, (camera.width, camera.height), borderMode=cv2.BORDER_REPLICATE
