@@ -16,6 +16,7 @@ from kfp import compiler
 
 from pipelines import builder
 from vidssl.config import ConfigError, Experiment, load_experiment
+from vidssl.run_reports import fetch_report
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
 from vidssl.store import StoreError
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         store = store_for(experiment)
         print(store.get_text(store.key_of(report_url)))
         print(f"report: {report_url}")
+        local = fetch_report(store, experiment.name, run_id, BUILD_DIR / "reports")
+        print(f"report with figures, copied here: {local}")
         return 0
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,6 +51,16 @@ def test_ingest_inspect_verify_by_hand(s3_store, video_folder, experiment_dir, t
     assert "| split | videos | samples | frames |" in inspected.stdout
     verified = _vidssl("verify", url, "--exp", "cli", env=env, cwd=tmp_path)
     assert verified.returncode == 0 and "every shard matches" in verified.stdout
+    fetched = _vidssl("report", "cli", env=env, cwd=tmp_path)  # the latest run of `cli`
+    assert fetched.returncode == 0, fetched.stderr
+    local = tmp_path / fetched.stdout.strip()
+    assert local == tmp_path / "build" / "reports" / "cli" / "x" / "data.md"
+    assert "| split | videos | samples | frames |" in local.read_text()
+    by_id = _vidssl("report", "x", "--exp", "cli", "--out", "elsewhere", env=env, cwd=tmp_path)
+    assert by_id.stdout.strip() == "elsewhere/cli/x/data.md", by_id.stderr
+    missing = _vidssl("report", "no-such-run", "--exp", "cli", env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_unreachable_store_is_one_clear_line(video_folder, experiment_dir, tmp_path):

@@ -186,6 +186,36 @@ def verify(
     console.print(f"{url}: every shard matches its manifest")
 
 
+@app.command()
+def report(
+    target: str = typer.Argument(..., help="An experiment (its latest run) or a run id."),
+    run_id: str = typer.Argument("", help="With an experiment: which of its runs."),
+    store_of: str = typer.Option(
+        "siampose_synthetic", "--exp", help="With a run id: the experiment whose store to search."
+    ),
+    out: Path = typer.Option(Path("build/reports"), "--out", help="Local folder for reports."),
+) -> None:
+    """Copy a run's report.html, report.md, metrics.json and plots from the store to
+    <out>/<EXP>/<RUN_ID>/ and print the local path of report.html."""
+    from vidssl.config import experiment_path
+    from vidssl.run_reports import fetch_report, find_run, run_ids
+    from vidssl.stages.base import store_for
+
+    is_experiment = experiment_path(target).is_file()
+    experiment = load_experiment(target if is_experiment else store_of)
+    store = store_for(experiment)
+    if not is_experiment:
+        name, run_id = find_run(store, target), target
+    else:
+        name = experiment.name
+        if not run_id:
+            runs = run_ids(store, name)
+            if not runs:
+                raise StoreError(f"{store.url(f'runs/{name}')}: no finished run")
+            run_id = runs[-1]
+    console.print(str(fetch_report(store, name, run_id, out)))
+
+
 @store_app.command("up")
 def store_up(
     state_dir: Path = typer.Option(
