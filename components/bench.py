@@ -34,8 +34,10 @@ def bench(
     for name, model in result["models"].items():
         tag = name.split(" ")[0]
         if "pose" in model:
+            pose = model["pose"]["1"]
+            metrics.log_metric(f"{tag}_3d_map", pose["3d_map"])
             metrics.log_metric(
-                f"{tag}_iou_over_0.5", model["pose"]["1"]["all"]["fraction_iou_over_0.5"]
+                f"{tag}_iou_over_0.5_pooled", pose["pooled"]["fraction_iou_over_0.5"]
             )
             metrics.log_metric(f"{tag}_reid_map", model["reid_map"])
             metrics.log_metric(f"{tag}_category_accuracy", model["category_accuracy"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vidssl.config import Experiment
+from vidssl.evaluate.report import paper_rows
 from vidssl.stages import bench, export, ingest
-from vidssl.stages.bench import training_subset
+from vidssl.stages.bench import mean_tables, training_subset
 from vidssl.store import open_store
 
 from .conftest import write_video
@@ -45,3 +48,27 @@ def test_whole_frame_data_gets_retrieval_recall(tmp_path):
     assert 0 <= recall["R@1"] <= recall["R@5"] <= recall["R@20"] == 1.0  # only 2 classes
     report = open_store(f"file://{tmp_path / 'store'}").get_text("runs/retrieval/r/report.md")
     assert "| random |" in report and "R@20" in report
+
+
+def test_paper_rows_are_those_of_the_runs_configuration():
+    nearby_lc = paper_rows({"objective": "simsiam", "pairing": "nearby", "augmentation": "lc_px"})
+    assert next(iter(nearby_lc)) == "SimSiam, nearby pairs, lc_px (Table 5)"
+    assert nearby_lc["SimSiam, nearby pairs, lc_px (Table 5)"] == (95.7, 0.53, 0.69)
+    # The demo's NT-Xent with ultra-light crops is no row of the paper: only the random rows.
+    demo = paper_rows({"objective": "ntxent", "pairing": "nearby", "augmentation": "ulc_px"})
+    assert list(demo) == [
+        "random embeddings (Tables 1-2)",
+        "random fit (Tables 1-2)",
+        "random in-category fit (Tables 1-2)",
+    ]
+    ntxent = paper_rows({"objective": "ntxent", "pairing": "nearby", "augmentation": "full"})
+    assert ntxent["ntxent, nearby, full (Table 2)"] == (96.36, 0.63, 0.64)
+
+
+def test_random_fit_draws_average_entry_by_entry():
+    first = {"3d_map": 0.2, "pooled": {"queries": 4, "mean_iou": 0.1}}
+    second = {"3d_map": 0.4, "pooled": {"queries": 4, "mean_iou": 0.3}}
+    assert mean_tables([first, second]) == {
+        "3d_map": pytest.approx(0.3),
+        "pooled": {"queries": 4.0, "mean_iou": pytest.approx(0.2)},
+    }

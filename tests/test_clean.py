@@ -128,17 +128,27 @@ def test_clean_stage_drops_the_known_defects(defective, file_store):
     assert file_store.exists(f"{file_store.key_of(cleaned.url)}/report.json")
     assert report["frames_in"] == sum(20 for _ in range(12))
     truth = {v["sequence_id"]: v["defects"] for v in synthetic.manifest.details["videos"]}
-    blurred_total = blurred_caught = 0
+    blurred_total = blurred_caught = test_frames_kept = test_frames_in = 0
     for split in cleaned.manifest.splits:
         for sample in read_split(file_store, file_store.key_of(cleaned.url), split):
             meta = decode_json(sample)
             defects = truth[meta["video_id"]]
             for frame in meta["frames"]:
                 x0, y0, x1, y1 = frame["crop_box"]
-                assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+                assert x0 < x1 and y0 < y1
+                if split != "test":  # query crops may reach past the image (then padded)
+                    assert min(x0, y0) >= 0 and max(x1, y1) <= 1
                 centre = frame["objects"][0]["keypoints_2d"][0]
-                assert -0.1 <= centre[0] <= 1.1 and -0.1 <= centre[1] <= 1.1
+                if split == "test":  # pose queries: the reference's validity filter only
+                    assert -1 < centre[0] < 2 and -1 < centre[1] < 2
+                    assert frame["objects"][0]["keypoints_3d"][0][2] < 0
+                else:
+                    assert -0.1 <= centre[0] <= 1.1 and -0.1 <= centre[1] <= 1.1
             kept = set(meta["source_frame_indices"])
+            if split == "test":
+                test_frames_kept += len(kept)
+                test_frames_in += meta["num_frames"] + sum(meta["dropped_frames"].values())
+                continue
             if "blurred_frames" in defects:
                 start, end = defects["blurred_frames"]
                 blurred = set(range(start + start % 2, end, 2))
@@ -146,6 +156,9 @@ def test_clean_stage_drops_the_known_defects(defective, file_store):
                 blurred_caught += len(blurred - kept)
             assert len(sample) - 3 == meta["num_frames"]  # besides __key__, __url__, meta.json
     assert blurred_total > 0 and blurred_caught / blurred_total >= 0.9
+    # Test frames are not cleaned: only frames no box can be fitted to (far off-image) go.
+    assert test_frames_in > 0 and test_frames_kept >= 0.9 * test_frames_in
+    assert report["kept_by_split"]["test"]["frames"] == test_frames_kept
     assert report["dropped_by_reason"].get("blurred", 0) <= blurred_total  # no sharp frame taken
     assert report["by_category"]["cup"].get("blurred", 0) == 0  # blur test is for bikes only
 

@@ -9,6 +9,7 @@ from vidssl.evaluate.metrics import (
     average_precision,
     category_accuracy,
     nearest_neighbours,
+    objectron_average_precision,
     pose_table,
     reidentification_map,
     video_retrieval_recall,
@@ -24,16 +25,29 @@ def test_average_precision_by_hand():
     assert average_precision([0.5], [True], 2) == pytest.approx(0.5)  # a missed positive
 
 
-def test_pose_table_counts_fraction_and_ap():
-    table = pose_table(
-        np.array([0.6, 0.2, 0.9, 0.4]),
-        np.array([0.9, 0.8, 0.7, 0.6]),
-        ["cup", "cup", "shoe", "shoe"],
+def test_3d_map_is_the_unweighted_mean_over_categories():
+    # cup: 1 of 4 queries over 0.5 (0.25); shoe: 1 of 1 (1.0). The paper's 3D mAP averages
+    # the categories: (0.25 + 1.0) / 2 = 0.625; pooled over the 5 queries: 2 / 5 = 0.4.
+    # An IoU of exactly 0.5 is not over 0.5.
+    table = pose_table(np.array([0.6, 0.2, 0.5, 0.1, 0.9]), ["cup"] * 4 + ["shoe"])
+    assert table["cup"]["fraction_iou_over_0.5"] == 0.25
+    assert table["3d_map"] == pytest.approx(0.625)
+    assert table["pooled"]["fraction_iou_over_0.5"] == pytest.approx(0.4)
+    assert table["pooled"]["queries"] == 5 and table["shoe"]["median_iou"] == 0.9
+
+
+def test_objectron_ap_counts_hits_in_dataset_order():
+    # Objectron's eval.py: hits at IoU >= 0.5 in the order the frames come, recall over every
+    # instance. IoUs 0.6, 0.2, 0.5, 0.1: hit, miss, hit, miss; 4 instances.
+    # recall .25 .25 .5 .5, precision 1 .5 .667 .5; envelope at the recall steps 0->.25: 1,
+    # .25->.5: 2/3, .5->1: 0. AP = .25 * 1 + .25 * 2/3 = 0.41667.
+    assert objectron_average_precision(np.array([0.6, 0.2, 0.5, 0.1])) == pytest.approx(
+        0.25 + 0.25 * 2 / 3
     )
-    assert table["all"]["fraction_iou_over_0.5"] == 0.5
-    # every query is a ground-truth box (4), two detections hit: recall .25 at p=1, .5 at p=2/3
-    assert table["all"]["ap_at_0.5"] == pytest.approx(0.25 * 1 + 0.25 * 2 / 3)
-    assert table["cup"]["queries"] == 2 and table["shoe"]["median_iou"] == pytest.approx(0.65)
+    # Order matters (no confidence to sort by): misses first halve the first hit's precision.
+    assert objectron_average_precision(np.array([0.1, 0.2, 0.6, 0.5])) == pytest.approx(0.5 * 0.5)
+    # Unmatched instances lower recall: 2 hits of 4 instances, both first: AP = 0.5.
+    assert objectron_average_precision(np.array([0.9, 0.8]), instances=4) == pytest.approx(0.5)
 
 
 def test_nearest_neighbours_in_chunks_match_brute_force():
@@ -46,28 +60,43 @@ def test_nearest_neighbours_in_chunks_match_brute_force():
     assert np.array_equal(found, expected)
 
 
-def test_reidentification_and_category_accuracy():
-    features = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+def test_reidentification_ranks_test_queries_against_val_and_test():
+    # Gallery: 2 val crops, 3 test crops; queries: the test crops only, each removed from its
+    # own ranking; relevant = same sequence.
+    features = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.8, 0.6], [0.1, 0.9]])
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    assert reidentification_map(features, ["a", "a", "b", "b"]) == pytest.approx(1.0)
-    assert reidentification_map(features, ["a", "b", "a", "b"]) < 1.0
-    # other-sequence neighbours: 0 -> 1 (same cat), 2 -> 3 (same cat)
-    assert category_accuracy(features, ["x", "x", "y", "y"], ["s0", "s1", "s2", "s3"]) == 1.0
-    assert category_accuracy(features, ["x", "y", "x", "y"], ["s0", "s1", "s2", "s3"]) == 0.0
+    sequences = ["a", "b", "a", "a", "b"]
+    is_query = np.array([False, False, True, True, True])
+    # query 2 (a): ranking 0 (a), 3 (a), 1, 4 -> AP 1. query 4 (b): 1 (b) first -> AP 1.
+    # query 3 (a): similarities to 0, 1, 2, 4 = .8, .6, .78, .64 (normalised [.8,.6]):
+    # 0 (a), 2 (a), 4, 1 -> AP 1. All three: mAP 1.
+    assert reidentification_map(features, sequences, is_query) == pytest.approx(1.0)
+    # Make val crop 1 a sequence-a frame that looks like b: query 2's ranking 0 (a), 3 (a),
+    # 4 (b), 1 (a) -> hits at ranks 1, 2, 4 of 3 positives: AP = (1 + 1 + 3/4) / 3.
+    # query 3: 0 (a), 2 (a), 4 (b), 1 (a): the same, (1 + 1 + 3/4) / 3. query 4 (b) has no
+    # other b frame: not scored. mAP = 11/12.
+    sequences = ["a", "a", "a", "a", "b"]
+    assert reidentification_map(features, sequences, is_query) == pytest.approx(11 / 12)
 
 
-def test_video_retrieval_votes_over_frames():
-    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+def test_category_accuracy_is_the_1nn_training_category_over_queries():
+    # 4 test queries whose nearest training crops are of categories cup, cup, shoe, cup:
+    # queries cup, shoe, shoe, cup -> 3 of 4 right (over queries, not per category: 0.75).
+    assert category_accuracy(
+        ["cup", "shoe", "shoe", "cup"], ["cup", "cup", "shoe", "cup"]
+    ) == pytest.approx(0.75)
+
+
+def test_video_retrieval_uses_k_neighbours_for_r_at_k():
+    train = np.array([[1.0, 0.0], [0.95, 0.3], [0.0, 1.0], [0.7, 0.7]])
     train /= np.linalg.norm(train, axis=1, keepdims=True)
-    queries = np.array([[1.0, 0.05], [0.9, 0.2], [0.05, 1.0]])
+    queries = np.array([[0.9, 0.35], [0.1, 1.0]])
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    labels = ["run", "jump", "swim", "walk"]
+    # Video v1 (class run) is one frame whose nearest training frames are 1 (jump), 0 (run),
+    # 3 (walk), 2 (swim). R@1: 1 neighbour votes jump -> miss. R@2: 2 neighbours vote jump,
+    # run -> run is among the top 2 -> hit. Video v2 (swim): nearest 2 (swim) -> hit at both.
     recall = video_retrieval_recall(
-        train,
-        ["run", "jump", "swim"],
-        queries,
-        ["v1", "v1", "v2"],
-        ["run", "run", "swim"],
-        ks=(1, 2),
-        neighbours=1,
+        train, labels, queries, ["v1", "v2"], ["run", "swim"], ks=(1, 2)
     )
-    assert recall == {"R@1": 0.5, "R@2": 0.5}  # v2's frame votes for jump only
+    assert recall == {"R@1": 0.5, "R@2": 1.0}

@@ -130,9 +130,13 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
     report_url = pipeline_runner.run_local(experiment, run_id="r2", force=False)
     assert report_url == s3_store.url("runs/siampose-test/r2/report.md")
     report = s3_store.get_text(s3_store.key_of(report_url))
-    assert "| embeddings | IoU>0.5 | AP@0.5 |" in report
+    assert "| embeddings | 3D mAP | IoU>0.5 pooled | Objectron AP@0.5 |" in report
     assert "| random in-category fit (no embeddings) |" in report
     assert "| random embeddings |" in report and "| nearby (simsiam) |" in report
+    # The paper's rows: only this run's configuration (SimSiam, nearby, full) and the randoms.
+    assert "| SimSiam, nearby pairs, full (Table 5) | 0.66 | 0.71 | 0.945 |" in report
+    assert "lc_px" not in report and "same pairs" not in report
+    assert "| random in-category fit (Tables 1-2) | 0.25 |  |  |" in report
     data = s3_store.get_text("runs/siampose-test/r2/data.md")
     assert "datasets/synthetic/clean/" in data and "Cleaning kept" in data
     metrics = yaml.safe_load(s3_store.get_text("runs/siampose-test/r2/metrics.json"))

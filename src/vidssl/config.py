@@ -145,6 +145,11 @@ class CleanConfig(Strict):
     blur_history: int = Field(5, gt=0)
     crop_margin: float = Field(0.1, ge=0)
     min_frames: int = Field(2, ge=1, description="drop a clip left with fewer frames")
+    test_queries: Literal["validity", "cleaning"] = Field(
+        "validity",
+        description="test split (the pose queries): the reference's validity filter only "
+        "(SiamPose protocol), or the training-time cleaning",
+    )
 
 
 class TrainConfig(Strict):
@@ -207,6 +212,9 @@ class BenchConfig(Strict):
         False, description="max IoU over vertical rotations for the categories below"
     )
     symmetric_categories: list[str] = Field(default_factory=lambda: ["cup", "bottle"])
+    random_fit_draws: int = Field(
+        5, gt=0, description="random-fit baselines: draws averaged (each scored as the models)"
+    )
     seed: int = 0
 
 

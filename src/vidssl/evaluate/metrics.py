@@ -1,11 +1,16 @@
-"""Scores of the benchmarks, each a plain function over arrays.
+"""Scores of the benchmarks, each a plain function over arrays, defined as the SiamPose paper
+(section 4 and its supplement) and its public code (rjean/siampose `zero_shot_pose.py`,
+`other_metrics.py`) define them; where the two disagree the paper wins, noted at the function.
 
-- pose: the fraction of queries with 3D IoU > 0.5 (the seed paper's "3D mAP"), Objectron's
-  AP at 0.5 (detections ranked by confidence, cumulative TP/FP, VOC all-point interpolated AP),
-  mean and median IoU;
-- re-identification mAP: per query, the AP of its same-sequence neighbours, averaged;
-- category accuracy: 1-NN category among frames of other sequences, averaged over categories;
-- retrieval R@k: per query video, classes ranked by votes of its frames' nearest neighbours.
+- pose: per category, the fraction of queries whose fitted box has 3D IoU > 0.5; the paper's
+  "3D mAP" is the unweighted mean of the 9 categories' fractions (its Table 1 "overall" column);
+  the fraction over all queries pooled is reported too, named apart. Objectron's AP@0.5 is
+  computed as Objectron's `objectron/dataset/eval.py` does (see `objectron_average_precision`).
+- re-identification mAP: test queries ranked against a val + test gallery (the query removed),
+  same-sequence frames relevant, AP averaged over queries;
+- category accuracy: the 1-NN training crop's category, averaged over test queries;
+- retrieval R@k: per query video, the k nearest training frames of each of its frames vote;
+  a hit when the video's class is among the k most voted classes.
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ def nearest_neighbours(
         yield indices, np.take_along_axis(similarity, indices, axis=1)
 
 
-def average_precision(scores: np.ndarray, true_positive: np.ndarray, positives: int) -> float:
-    """VOC all-point interpolated AP of detections ranked by score."""
+def _voc_average_precision(hits_in_rank_order: np.ndarray, positives: int) -> float:
+    """VOC all-point interpolated AP: recall/precision of the cumulative hits, the precision
+    envelope, summed over the recall steps (recall 0 and 1 appended with precision 0)."""
     if positives == 0:
         return float("nan")
-    order = np.argsort(-np.asarray(scores, float), kind="stable")
-    hits = np.asarray(true_positive, bool)[order]
+    hits = np.asarray(hits_in_rank_order, bool)
     tp, fp = np.cumsum(hits), np.cumsum(~hits)
     recall = tp / positives
     precision = tp / np.maximum(tp + fp, 1)
@@ -55,37 +60,64 @@ def average_precision(scores: np.ndarray, true_positive: np.ndarray, positives: 
     return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
 
 
-def pose_scores(ious: np.ndarray, confidences: np.ndarray) -> dict:
+def average_precision(scores: np.ndarray, true_positive: np.ndarray, positives: int) -> float:
+    """VOC all-point interpolated AP of detections ranked by score."""
+    order = np.argsort(-np.asarray(scores, float), kind="stable")
+    return _voc_average_precision(np.asarray(true_positive, bool)[order], positives)
+
+
+def objectron_average_precision(ious: np.ndarray, instances: int | None = None) -> float:
+    """AP at 3D IoU 0.5 as Objectron's evaluation computes it (`eval.py` + `metrics.py`): one
+    prediction per query, a hit when IoU >= 0.5, hits and misses accumulated in dataset order
+    (Objectron's boxes carry no confidence to sort by), recall over every annotated instance,
+    VOC interpolation. With one box per frame this is close to the squared hit rate, so it is
+    not on the paper's "3D mAP" scale."""
     ious = np.asarray(ious, float)
-    hits = ious > IOU_THRESHOLD
+    return _voc_average_precision(
+        ious >= IOU_THRESHOLD, len(ious) if instances is None else instances
+    )
+
+
+def pose_scores(ious: np.ndarray) -> dict:
+    ious = np.asarray(ious, float)
     return {
         "queries": len(ious),
-        "fraction_iou_over_0.5": float(hits.mean()) if len(ious) else float("nan"),
-        "ap_at_0.5": average_precision(confidences, hits, len(ious)),
+        "fraction_iou_over_0.5": float((ious > IOU_THRESHOLD).mean())
+        if len(ious)
+        else float("nan"),
+        "objectron_ap_at_0.5": objectron_average_precision(ious),
         "mean_iou": float(ious.mean()) if len(ious) else float("nan"),
         "median_iou": float(np.median(ious)) if len(ious) else float("nan"),
     }
 
 
-def pose_table(ious: np.ndarray, confidences: np.ndarray, categories: list[str]) -> dict:
-    """Pose scores overall and per category."""
-    categories_array = np.asarray(categories)
-    table = {"all": pose_scores(ious, confidences)}
+def pose_table(ious: np.ndarray, categories: list[str]) -> dict:
+    """Pose scores per category, `pooled` over all queries, and the paper's `3d_map`: the
+    unweighted mean over categories of the fraction with IoU > 0.5 (Table 1's "overall"; the
+    reference code prints the per-category fractions only, the paper averages them)."""
+    categories_array, ious = np.asarray(categories), np.asarray(ious, float)
+    table: dict = {"pooled": pose_scores(ious)}
     for category in sorted(set(categories)):
-        mask = categories_array == category
-        table[category] = pose_scores(np.asarray(ious)[mask], np.asarray(confidences)[mask])
+        table[category] = pose_scores(ious[categories_array == category])
+    per_category = [table[c]["fraction_iou_over_0.5"] for c in sorted(set(categories))]
+    table["3d_map"] = float(np.mean(per_category)) if per_category else float("nan")
     return table
 
 
-def reidentification_map(features: np.ndarray, sequences: list[str]) -> float:
-    """Mean over queries of the AP of same-sequence frames in its cosine ranking (self excluded)."""
+def reidentification_map(
+    features: np.ndarray, sequences: list[str], is_query: np.ndarray | None = None
+) -> float:
+    """Mean over queries of the AP of same-sequence frames in the query's cosine ranking of the
+    whole gallery (`features`), the query itself removed. The paper: the gallery is val + test,
+    the queries are test crops (`is_query`); the reference code ranked one set against itself."""
     labels = np.asarray(sequences)
+    queries = np.flatnonzero(np.ones(len(features), bool) if is_query is None else is_query)
+    bank = features.astype(np.float32)
     aps = []
-    for start in range(0, len(features), 1024):
-        similarity = (
-            features[start : start + 1024].astype(np.float32) @ features.astype(np.float32).T
-        )
-        for row, query in enumerate(range(start, min(start + 1024, len(features)))):
+    for start in range(0, len(queries), 1024):
+        chunk = queries[start : start + 1024]
+        similarity = features[chunk].astype(np.float32) @ bank.T
+        for row, query in enumerate(chunk):
             scores = np.delete(similarity[row], query)
             relevant = np.delete(labels == labels[query], query)
             if relevant.any():
@@ -93,19 +125,13 @@ def reidentification_map(features: np.ndarray, sequences: list[str]) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def category_accuracy(features: np.ndarray, categories: list[str], sequences: list[str]) -> float:
-    """1-NN category accuracy among frames of other sequences, averaged over categories."""
-    labels, seqs = np.asarray(categories), np.asarray(sequences)
-    correct: dict[str, list[bool]] = defaultdict(list)
-    for start in range(0, len(features), 1024):
-        similarity = (
-            features[start : start + 1024].astype(np.float32) @ features.astype(np.float32).T
-        )
-        for row, query in enumerate(range(start, min(start + 1024, len(features)))):
-            scores = np.where(seqs == seqs[query], -np.inf, similarity[row])
-            if np.isfinite(scores).any():
-                correct[labels[query]].append(labels[int(np.argmax(scores))] == labels[query])
-    return float(np.mean([np.mean(v) for v in correct.values()])) if correct else float("nan")
+def category_accuracy(query_categories: list[str], neighbour_categories: list[str]) -> float:
+    """The fraction of test queries whose nearest training crop has their category, over all
+    queries of all categories (the reference's `other_metrics.py`: matches / queries; the
+    paper's "average accuracy across all categories" read the same way)."""
+    if not query_categories:
+        return float("nan")
+    return float(np.mean(np.asarray(query_categories) == np.asarray(neighbour_categories)))
 
 
 def video_retrieval_recall(
@@ -115,20 +141,20 @@ def video_retrieval_recall(
     query_videos: list[str],
     query_labels: list[str],
     ks: tuple[int, ...] = (1, 5, 10, 20),
-    neighbours: int = 20,
 ) -> dict[str, float]:
-    """R@k: a query video hits if its class is among the k classes most voted for by the nearest
-    training frames of its frames."""
-    votes: dict[str, Counter] = defaultdict(Counter)
+    """R@k (the paper's supplement): for each frame of a query video, its k nearest training
+    frames; their classes' frequencies over the whole video; a hit when the video's class is
+    among the k most frequent."""
     labels = np.asarray(train_labels)
-    position = 0
-    for indices, _ in nearest_neighbours(query_features, train_features, k=neighbours):
-        for row in indices:
-            votes[query_videos[position]].update(labels[row].tolist())
-            position += 1
     truth = dict(zip(query_videos, query_labels, strict=True))
     recalls = {}
     for k in ks:
+        votes: dict[str, Counter] = defaultdict(Counter)
+        position = 0
+        for indices, _ in nearest_neighbours(query_features, train_features, k=k):
+            for row in indices:
+                votes[query_videos[position]].update(labels[row].tolist())
+                position += 1
         hits = [
             truth[video] in [c for c, _ in counter.most_common(k)]
             for video, counter in votes.items()

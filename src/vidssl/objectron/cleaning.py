@@ -23,7 +23,12 @@ REASONS = (
     "few_keypoints_inside",
     "off_plane",
     "blurred",
+    "behind_camera",
 )
+#: The reference's validity filter for evaluation queries (rjean/siampose hdf5_parser.py,
+#: `_is_frame_valid`): the object's centre within one image size of the image
+#: (-640 < x < 1280, -480 < y < 960 at 640 x 480), i.e. normalised in (-1, 2).
+QUERY_CENTRE_RANGE = (-1.0, 2.0)
 
 _BOTTOM = [1, 2, 5, 6]  # Objectron's box corners with local y = -0.5
 _TOP = [3, 4, 7, 8]
@@ -65,6 +70,26 @@ def geometry_problem(frame: dict, scale: list[float], cfg: CleanConfig) -> str |
     return None
 
 
+def query_problem(frame: dict) -> str | None:
+    """Why a test frame cannot be a pose query, or None. Queries pass only the reference's
+    validity filter (centre within one image size of the image) and what box fitting needs (a
+    finite box in front of the camera), not the training-time cleaning: the benchmark scores
+    the test data as it is."""
+    if not frame["objects"]:
+        return "non_finite"
+    obj = frame["objects"][0]
+    points_2d = np.asarray(obj["keypoints_2d"], float)[:, :2]
+    points_3d = np.asarray(obj["keypoints_3d"], float)
+    if not (np.isfinite(points_2d).all() and np.isfinite(points_3d).all()):
+        return "non_finite"
+    if points_3d[0, 2] >= 0:
+        return "behind_camera"
+    low, high = QUERY_CENTRE_RANGE
+    if not np.all((points_2d[0] > low) & (points_2d[0] < high)):
+        return "centre_outside"
+    return None
+
+
 def laplacian_energy(image_bgr: np.ndarray) -> float:
     gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
@@ -88,10 +113,14 @@ class BlurDetector:
         return False
 
 
-def crop_box(frame: dict, margin: float) -> list[float]:
-    """Normalized [x0, y0, x1, y1] around the projected 3D box, enlarged, clipped to the image."""
+def crop_box(frame: dict, margin: float, clip: bool = True) -> list[float]:
+    """Normalized [x0, y0, x1, y1] around the projected 3D box, enlarged, clipped to the image
+    (unclipped for pose queries, whose box may lie partly off the image: the crop is then
+    padded, as the reference pads its query crops)."""
     points = np.asarray(frame["objects"][0]["keypoints_2d"], float)[:, :2]
     low, high = points.min(axis=0), points.max(axis=0)
     pad = (high - low) * margin
-    low, high = np.clip(low - pad, 0, 1), np.clip(high + pad, 0, 1)
+    low, high = low - pad, high + pad
+    if clip:
+        low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
     return [round(float(v), 6) for v in (*low, *high)]

@@ -77,8 +77,11 @@ def fitted_ious(
 
 def pose_benchmarks(
     name: str, train: Split, test: Split, experiment: Experiment, curves: dict | None = None
-) -> dict:
-    results = {}
+) -> tuple[dict, float]:
+    """Pose tables with 100%, 10%, 1% of the training sequences as references, and the category
+    accuracy of the full set's nearest neighbours (the same 1-NN the box fit uses)."""
+    results, accuracy = {}, float("nan")
+    categories = [r["category"] for r in test.records]
     for fraction in experiment.bench.label_fractions:
         subset = training_subset(train.records, fraction, experiment.bench.seed)
         references = [train.records[i] for i in subset]
@@ -86,42 +89,59 @@ def pose_benchmarks(
         for indices, similarities in nearest_neighbours(test.features, train.features[subset], k=1):
             matches.append(indices[:, 0])
             scores.append(similarities[:, 0])
+        matched = np.concatenate(matches)
         started = time.perf_counter()
-        ious = fitted_ious(test.records, references, np.concatenate(matches), experiment)
+        ious = fitted_ious(test.records, references, matched, experiment)
         rate = len(ious) / (time.perf_counter() - started)
-        categories = [r["category"] for r in test.records]
-        table = pose_table(ious, np.concatenate(scores), categories)
+        table = pose_table(ious, categories)
         results[f"{fraction:g}"] = table
-        if curves is not None and fraction == 1.0:
-            curves[name] = (np.concatenate(scores), ious > 0.5)
-        share = table["all"]["fraction_iou_over_0.5"]
+        if fraction == 1.0:
+            accuracy = category_accuracy(categories, [references[i]["category"] for i in matched])
+            if curves is not None:
+                curves[name] = (np.concatenate(scores), ious > 0.5)
         log.info(
-            "%s, %g of the labels: IoU>0.5 for %.3f (%.0f fits/s)", name, fraction, share, rate
+            "%s, %g of the labels: 3D mAP %.3f (pooled IoU>0.5 %.3f; %.0f fits/s)",
+            name,
+            fraction,
+            table["3d_map"],
+            table["pooled"]["fraction_iou_over_0.5"],
+            rate,
         )
-    return results
+    return results, accuracy
 
 
 def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> dict:
+    """Boxes fitted from a random training frame (anywhere, or of the query's category), scored
+    like the models' fits and averaged over `bench.random_fit_draws` draws (Table 1's random
+    rows; the reference drew once per query)."""
     rng = np.random.default_rng(experiment.bench.seed)
     by_category: dict[str, list[int]] = {}
     for index, record in enumerate(train.records):
         by_category.setdefault(record["category"], []).append(index)
     categories = [r["category"] for r in test.records]
-    anywhere = rng.integers(0, len(train.records), size=len(test.records))
-    in_category = np.array(
-        [rng.choice(by_category.get(c, range(len(train.records)))) for c in categories]
-    )
-    confidence = rng.uniform(size=len(test.records))
-    return {
-        "random fit": pose_table(
-            fitted_ious(test.records, train.records, anywhere, experiment), confidence, categories
-        ),
-        "random in-category fit": pose_table(
-            fitted_ious(test.records, train.records, in_category, experiment),
-            confidence,
-            categories,
-        ),
-    }
+    draws: dict[str, list[dict]] = {"random fit": [], "random in-category fit": []}
+    for _ in range(experiment.bench.random_fit_draws):
+        anywhere = rng.integers(0, len(train.records), size=len(test.records))
+        in_category = np.array(
+            [rng.choice(by_category.get(c, range(len(train.records)))) for c in categories]
+        )
+        for name, matched in (("random fit", anywhere), ("random in-category fit", in_category)):
+            ious = fitted_ious(test.records, train.records, matched, experiment)
+            draws[name].append(pose_table(ious, categories))
+    return {name: mean_tables(tables) for name, tables in draws.items()}
+
+
+def mean_tables(tables: list[dict]) -> dict:
+    """The entry-wise mean of pose tables with the same keys."""
+    if len(tables) == 1:
+        return tables[0]
+
+    def mean(values: list):  # type: ignore[no-untyped-def]
+        if isinstance(values[0], dict):
+            return {key: mean([v[key] for v in values]) for key in values[0]}
+        return float(np.mean(values))
+
+    return mean(tables)
 
 
 def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  # type: ignore[no-untyped-def]
@@ -238,7 +258,17 @@ def run(
     """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics.
     With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames."""
     store = store_for(experiment)
-    metrics: dict = {"experiment": experiment.name, "exports": exports, "models": {}}
+    training = experiment.train
+    metrics: dict = {
+        "experiment": experiment.name,
+        "exports": exports,
+        "training": {
+            "objective": training.objective,
+            "pairing": training.pairing,
+            "augmentation": training.augmentation,
+        },
+        "models": {},
+    }
     train = test = None
     curves: dict = {}
     figures: dict[str, bytes] = {}
@@ -251,14 +281,16 @@ def run(
         model: dict = {}
         objectron = bool(train.records) and "annotation" in train.records[0]
         if objectron:
-            model["pose"] = pose_benchmarks(name, train, test, experiment, curves)
-            gallery = [load_split(store, prefix, s) for s in ("val", "test") if s in splits]
-            features = np.concatenate([g.features for g in gallery])
-            records = [r for g in gallery for r in g.records]
-            sequences = [r["video_id"] for r in records]
-            model["reid_map"] = reidentification_map(features, sequences)
-            model["category_accuracy"] = category_accuracy(
-                features, [r["category"] for r in records], sequences
+            model["pose"], model["category_accuracy"] = pose_benchmarks(
+                name, train, test, experiment, curves
+            )
+            # Re-identification: test queries against a val + test gallery (the paper's).
+            val = load_split(store, prefix, "val") if "val" in splits else None
+            gallery = [g for g in (val, test) if g is not None and g.records]
+            model["reid_map"] = reidentification_map(
+                np.concatenate([g.features for g in gallery]),
+                [r["video_id"] for g in gallery for r in g.records],
+                np.concatenate([np.full(len(g.records), g is test) for g in gallery]),
             )
         else:
             model["retrieval"] = video_retrieval_recall(

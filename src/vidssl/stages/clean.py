@@ -1,5 +1,7 @@
 """Clean: Objectron clip shards -> cleaned clip shards, each kept frame with its crop box, and
 a JSON report (`report.json` beside the manifest) of what was dropped, per reason and category.
+Training data (train, val) gets the seed paper's cleaning; the test split, whose frames are the
+pose queries, gets only the reference's query validity filter (`clean.test_queries`).
 Frame JPEGs are copied, never re-encoded."""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from vidssl.objectron.cleaning import (
     crop_box,
     geometry_problem,
     laplacian_energy,
+    query_problem,
 )
 from vidssl.progress import track
 from vidssl.shards import OutputWriter, decode_json, read_split
@@ -24,12 +27,16 @@ from vidssl.video import decode_jpeg
 
 log = logging.getLogger(__name__)
 
-SPEC = StageSpec(name="clean", version=1)
+SPEC = StageSpec(name="clean", version=2)  # 2: test split = query validity filter only
 TOO_FEW_FRAMES = "too_few_frames"
 
 
-def clean_sample(sample: dict, experiment: Experiment) -> tuple[dict | None, Counter]:
-    """The cleaned sample (None if too few frames remain) and the reasons frames were dropped."""
+def clean_sample(
+    sample: dict, experiment: Experiment, split: str = "train"
+) -> tuple[dict | None, Counter]:
+    """The cleaned sample (None if too few frames remain) and the reasons frames were dropped.
+    Test clips hold the benchmark's queries: with `clean.test_queries: validity` they pass the
+    query validity filter alone."""
     cfg = experiment.clean
     meta = decode_json(sample)
     if "frames" not in meta:
@@ -37,6 +44,9 @@ def clean_sample(sample: dict, experiment: Experiment) -> tuple[dict | None, Cou
             f"{sample['__url__']}: sample {sample['__key__']!r} has no Objectron annotation; "
             "the clean stage takes Objectron clip shards"
         )
+    if split == "test" and cfg.test_queries == "validity":
+        reasons = [query_problem(frame) for frame in meta["frames"]]
+        return _keep_frames(sample, meta, reasons, 1, cfg.crop_margin, clip=False)
     scale = meta["objects"][0]["scale"] if meta["objects"] else [float("nan")] * 3
     reasons = [geometry_problem(frame, scale, cfg) for frame in meta["frames"]]
     if meta["category"] in cfg.blur_categories:
@@ -47,15 +57,27 @@ def clean_sample(sample: dict, experiment: Experiment) -> tuple[dict | None, Cou
         for i, energy in enumerate(energies):
             if reasons[i] is None and detector.is_blurred(energy):
                 reasons[i] = "blurred"
+    return _keep_frames(sample, meta, reasons, cfg.min_frames, cfg.crop_margin)
+
+
+def _keep_frames(
+    sample: dict,
+    meta: dict,
+    reasons: list[str | None],
+    min_frames: int,
+    crop_margin: float,
+    clip: bool = True,
+) -> tuple[dict | None, Counter]:
+    """The sample with the frames that have no reason to go, each with its crop box."""
     dropped = Counter(reason for reason in reasons if reason)
     kept = [i for i, reason in enumerate(reasons) if reason is None]
-    if len(kept) < cfg.min_frames:
+    if len(kept) < min_frames:
         dropped[TOO_FEW_FRAMES] += len(kept)
         return None, dropped
     frames = []
     for i in kept:
         frame = dict(meta["frames"][i])
-        frame["crop_box"] = crop_box(frame, cfg.crop_margin)
+        frame["crop_box"] = crop_box(frame, crop_margin, clip)
         frames.append(frame)
     cleaned_meta = {
         **meta,
@@ -77,11 +99,12 @@ def run(experiment: Experiment, clips_url: str, *, force: bool = False) -> Stage
 
     def build(writer: OutputWriter) -> None:
         by_category: dict[str, Counter] = defaultdict(Counter)
+        by_split: dict[str, Counter] = defaultdict(Counter)
         for split, entry in manifest.splits.items():
             samples = read_split(store, prefix, split, split_by_node=False, split_by_worker=False)
             for sample in track(samples, entry.samples, f"clean {split}", unit="clips"):
                 category = decode_json(sample)["category"]
-                cleaned, dropped = clean_sample(sample, experiment)
+                cleaned, dropped = clean_sample(sample, experiment, split)
                 counts = by_category[category]
                 counts["frames_in"] += decode_json(sample)["num_frames"]
                 counts.update(dropped)
@@ -89,8 +112,10 @@ def run(experiment: Experiment, clips_url: str, *, force: bool = False) -> Stage
                     counts["clips_dropped"] += 1
                     continue
                 counts["frames_kept"] += cleaned["meta.json"]["num_frames"]
+                by_split[split].update(clips=1, frames=cleaned["meta.json"]["num_frames"])
                 writer.write(split, cleaned)
         report = summarize(by_category)
+        report["kept_by_split"] = {split: dict(counts) for split, counts in by_split.items()}
         writer.store.put_text(f"{writer.prefix}/report.json", json.dumps(report, indent=2))
         writer.details["report"] = report
         log.info(
