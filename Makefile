@@ -12,12 +12,15 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train bench-eval clean help
+.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
+	@echo "make report [EXP=$(EXP)] [RUN=<run id>]            copy a run's report to build/reports/"
+	@echo "make sweep SWEEP=demo                             variants of an experiment, scored on val"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train | bench-eval"
+	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP)
 
@@ -62,6 +65,13 @@ pipeline-run: setup
 	$(PY) -m pipelines.run run $(EXP) --runner $(RUNNER)
 endif
 
+report: setup store-up
+	$(WITH_STORE_ENV) $(VENV)/bin/vidssl report $(EXP) $(RUN)
+
+SWEEP ?= demo
+sweep: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.sweep $(SWEEP)
+
 bench-store: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.store
 
@@ -73,6 +83,13 @@ bench-train: setup store-up
 
 bench-eval: setup
 	$(PY) -m vidssl.bench.eval
+
+# The pose-curve experiment's data (vidssl.bench.siampose_curve): the experiment's cleaned frames
+# and records, to carry to a GPU machine; the stages run in this process on a file:// store.
+SIAMPOSE_CURVE_DIR := build/siampose-curve
+siampose-curve-data: setup
+	VIDSSL_STORE_URI=file://$(abspath $(SIAMPOSE_CURVE_DIR))/store \
+		$(PY) -m vidssl.bench.siampose_curve prepare $(EXP) --out $(SIAMPOSE_CURVE_DIR)/data
 
 clean: store-down
 	rm -rf build local_outputs

@@ -23,7 +23,13 @@ from vidssl.train.backbones import build_backbone
 from vidssl.train.objectives.ntxent import nt_xent_loss
 from vidssl.train.objectives.simsiam import SimSiam, negative_cosine, simsiam_loss
 from vidssl.train.objectives.tcn import triplet_loss
-from vidssl.train.views import crop_with_padding, sample_frames, shared_crop_window
+from vidssl.train.views import (
+    anchor_positions,
+    crop_with_padding,
+    examples_per_epoch,
+    sample_frames,
+    shared_crop_window,
+)
 
 
 def test_negative_cosine_by_hand():
@@ -69,12 +75,30 @@ def test_nt_xent_by_hand():
 
 
 def test_triplet_loss_by_hand():
-    a = torch.tensor([[1.0, 0.0]])
-    p = torch.tensor([[1.0, 1.0]])  # |a - p|^2 = (1 - 1/sqrt2)^2 + 1/2
-    n = torch.tensor([[0.0, 1.0]])  # |a - n|^2 = 2
-    d_ap = (1 - 1 / math.sqrt(2)) ** 2 + 0.5
-    assert float(triplet_loss(a, p, n, 0.2)) == pytest.approx(max(0.0, d_ap - 2 + 0.2))
-    assert float(triplet_loss(a, p, n, 2.0)) == pytest.approx(d_ap - 2 + 2.0)
+    # The reference's TripletMarginLoss: Euclidean distances of unnormalised outputs.
+    a = torch.tensor([[0.0, 0.0]])
+    p = torch.tensor([[3.0, 4.0]])  # |a - p| = 5
+    n = torch.tensor([[0.0, 6.0]])  # |a - n| = 6
+    assert float(triplet_loss(a, p, n, 0.2)) == pytest.approx(0.0, abs=1e-5)  # 5 - 6 + 0.2 < 0
+    assert float(triplet_loss(a, p, n, 2.0)) == pytest.approx(1.0, abs=1e-4)  # 5 - 6 + 2
+
+
+def test_every_pair_anchors_count_the_reference_epoch():
+    # A clip of 5 kept frames: nearby pairs (0,1) (1,2) (2,3) (3,4); with offset 2, three.
+    assert anchor_positions("nearby", 5) == [0, 1, 2, 3]
+    assert anchor_positions("nearby", 5, offset=2) == [0, 1, 2]
+    assert anchor_positions("same", 5) == anchor_positions("distant", 5) == [0, 1, 2, 3, 4]
+    assert anchor_positions("tcn", 5) == [0, 1, 2, 3]
+    # A split of 3 clips with 5, 4 and 2 frames (11 frames): 4 + 3 + 1 = 8 nearby pairs.
+    assert examples_per_epoch("nearby", frames=11, clips=3) == 8
+    assert examples_per_epoch("distant", frames=11, clips=3) == 11
+    rng = random.Random(0)
+    assert [sample_frames("nearby", 5, rng, 1, anchor) for anchor in range(4)] == [
+        [0, 1],
+        [1, 2],
+        [2, 3],
+        [3, 4],
+    ]
 
 
 def test_nearby_pairs_are_the_offset_apart():
@@ -155,3 +179,24 @@ def test_one_flip_decision_per_example():
         assert torch.equal(a.flip(-1) if a[0, 0, 0] == 2 else a, views[0])
         assert (a[0, 0, 0] == 2) == (b[0, 0, 0] == 12)  # both flipped or neither
     assert {bool(a[0, 0, 0] == 2) for a, _ in flipped} == {True, False}
+
+
+def test_every_pair_stream_yields_each_pair_of_a_visit_once_and_mixes_clips():
+    import json
+
+    from vidssl.config import TrainConfig
+    from vidssl.train.data import TrainingExamples
+
+    cfg = TrainConfig(pairing="nearby", shuffle_buffer=6, examples_per_clip="every_pair")
+    stream = TrainingExamples("file:///unused", "unused", cfg, epoch=0)
+    clips = [{"__key__": k, "meta.json": json.dumps({"num_frames": n})} for k, n in
+             (("a", 4), ("b", 5), ("c", 3))]  # fmt: skip
+    examples = list(stream._shuffled_examples(iter(clips), random.Random(0)))
+    pairs = sorted((sample["__key__"], tuple(p)) for sample, _, p in examples)
+    assert pairs == sorted(
+        [("a", (i, i + 1)) for i in range(3)]
+        + [("b", (i, i + 1)) for i in range(4)]
+        + [("c", (i, i + 1)) for i in range(2)]
+    )  # 3 + 4 + 2 consecutive pairs, each once
+    first_six = [sample["__key__"] for sample, _, _ in examples[:6]]
+    assert len(set(first_six)) >= 2  # the buffer mixes clips

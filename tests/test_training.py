@@ -30,6 +30,9 @@ TINY_TRAIN = {
     "loader_workers": 0,
     "checkpoint_every": 2,
     "shuffle_buffer": 8,
+    # One random pair per clip visit: with an 8-example buffer, every_pair would fill the tiny
+    # batches with one or two videos' pairs (tests/test_objectives.py covers every_pair).
+    "examples_per_clip": 1,
 }
 
 

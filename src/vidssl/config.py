@@ -175,8 +175,14 @@ class TrainConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(10, ge=0)
     epochs: int = Field(25, gt=0, description="in all, warm-up included; cosine over the rest")
-    steps_per_epoch: int | None = Field(None, gt=0, description="default: one example per clip")
-    examples_per_clip: int = Field(1, gt=0, description="examples drawn from a clip per visit")
+    steps_per_epoch: int | None = Field(
+        None, gt=0, description="default: the split's examples (see examples_per_clip) / batch"
+    )
+    examples_per_clip: int | Literal["every_pair"] = Field(
+        "every_pair",
+        description="per clip visit: every consecutive pair (the reference's epoch: one example "
+        "per pair of the training split), or this many random examples",
+    )
     shuffle_buffer: int = Field(1000, ge=0)
     loader_workers: int = Field(2, ge=0)
     amp: bool = Field(True, description="bf16 autocast on GPU; ignored on CPU")
@@ -192,6 +198,8 @@ class TrainConfig(Strict):
     def _consistent(self) -> TrainConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError("train.warmup_epochs must be below train.epochs")
+        if isinstance(self.examples_per_clip, int) and self.examples_per_clip < 1:
+            raise ValueError("train.examples_per_clip must be every_pair or at least 1")
         if (self.objective == "tcn") != (self.pairing == "tcn"):
             raise ValueError("train.objective tcn goes with train.pairing tcn, and only with it")
         return self

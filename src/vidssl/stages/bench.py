@@ -254,13 +254,17 @@ def run(
     exports: dict[str, str],
     run_id: str | None = None,
     clips_url: str | None = None,
+    queries: str | None = None,
 ) -> dict:
     """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics.
-    With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames."""
+    With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames.
+    Queries come from the test split (val where there is none); `queries="val"` scores on val
+    instead, to choose configurations without looking at test (`vidssl.sweep`)."""
     store = store_for(experiment)
     training = experiment.train
     metrics: dict = {
         "experiment": experiment.name,
+        "queries": queries or "test",
         "exports": exports,
         "training": {
             "objective": training.objective,
@@ -276,8 +280,8 @@ def run(
     for name, url in exports.items():
         prefix = store.key_of(url)
         splits = read_manifest(store, prefix).splits
-        queries = "test" if "test" in splits else "val"  # a folder of videos has no test split
-        train, test = load_split(store, prefix, "train"), load_split(store, prefix, queries)
+        query_split = queries or ("test" if "test" in splits else "val")  # folders: no test
+        train, test = load_split(store, prefix, "train"), load_split(store, prefix, query_split)
         model: dict = {}
         objectron = bool(train.records) and "annotation" in train.records[0]
         if objectron:
@@ -286,6 +290,8 @@ def run(
             )
             # Re-identification: test queries against a val + test gallery (the paper's).
             val = load_split(store, prefix, "val") if "val" in splits else None
+            if query_split == "val":  # choosing on val: val queries, val gallery
+                val = None
             gallery = [g for g in (val, test) if g is not None and g.records]
             model["reid_map"] = reidentification_map(
                 np.concatenate([g.features for g in gallery]),

@@ -19,10 +19,11 @@ from vidssl.shards.manifest import manifest_key
 from vidssl.stages.base import StageSpec, input_manifest, stage_digest, store_for
 from vidssl.train.objectives import build_objective
 from vidssl.train.trainer import Trainer
+from vidssl.train.views import examples_per_epoch
 
 log = logging.getLogger(__name__)
 
-SPEC = StageSpec(name="train", version=2)  # 2: separable blur, uint8 loader hand-over
+SPEC = StageSpec(name="train", version=3)  # 2: separable blur, uint8; 3: every-pair epochs
 FINAL = "final.pt"
 #: Settings that change how fast or where training runs, not what it learns.
 _NOT_IN_DIGEST = {"loader_workers", "metrics_port", "checkpoint_every", "knn_max_train", "knn_k"}
@@ -39,9 +40,30 @@ class TrainOutput:
         return f"{self.url}/{FINAL}"
 
 
-def steps_per_epoch(experiment: Experiment, train_clips: int) -> int:
+def train_split_counts(clips: Manifest) -> tuple[int, int]:
+    """(clips, kept frames) of the training split, from what the clean stage (its report) or
+    the ingest stage (its per-video records) wrote into the manifest."""
+    kept = clips.details.get("report", {}).get("kept_by_split", {}).get("train")
+    if kept:
+        return kept["clips"], kept["frames"]
+    records = [r for r in clips.details.get("videos", []) if r.get("split") == "train"]
+    if records:
+        return sum(r["clips"] for r in records), sum(r["kept_frames"] for r in records)
+    return clips.splits["train"].samples, clips.splits["train"].samples
+
+
+def steps_per_epoch(experiment: Experiment, clips: Manifest) -> int:
+    """`train.steps_per_epoch`, else the training split's examples / batch: every consecutive
+    pair once (`examples_per_clip: every_pair`, the reference's epoch) or so many per clip."""
     cfg = experiment.train
-    return cfg.steps_per_epoch or max(1, train_clips * cfg.examples_per_clip // cfg.batch_size)
+    if cfg.steps_per_epoch:
+        return cfg.steps_per_epoch
+    clip_count, frames = train_split_counts(clips)
+    if cfg.examples_per_clip == "every_pair":
+        examples = examples_per_epoch(cfg.pairing, frames, clip_count, cfg.nearby_offset)
+    else:
+        examples = clip_count * cfg.examples_per_clip
+    return max(1, examples // cfg.batch_size)
 
 
 def run(
@@ -78,7 +100,7 @@ def run(
         prefix,
         experiment.store_uri(),
         clips_prefix,
-        steps_per_epoch(experiment, clips.splits["train"].samples),
+        steps_per_epoch(experiment, clips),
         job=f"vidssl-train-{experiment.name}",
     )
     result = trainer.fit(stop_after_step)

@@ -20,11 +20,19 @@ Preset = Literal["px", "ulc_px", "lc_px", "full"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_CROP_SCALE = {
+# Random-resized-crop (scale, ratio) ranges of the cropping presets (`px` does not crop).
+CROP_SCALES = {
     "ulc_px": ((0.8, 1.0), (1.0, 1.0)),
     "lc_px": ((0.6, 1.0), (1.0, 1.0)),
     "full": ((0.2, 1.0), (3 / 4, 4 / 3)),
 }
+# SimCLR's pixel operations: jitter strengths (brightness, contrast, saturation, hue), the
+# probability of each operation, and the blur's sigma range.
+COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)
+COLOR_JITTER_P = 0.8
+GRAYSCALE_P = 0.2
+BLUR_P = 0.5
+BLUR_SIGMA = (0.1, 2.0)
 
 
 class SeparableGaussianBlur(torch.nn.Module):
@@ -52,12 +60,16 @@ class SeparableGaussianBlur(torch.nn.Module):
         return out.squeeze(0).round_().clamp_(0, 255).to(image.dtype)
 
 
+def blur_kernel_size(size: int) -> int:
+    """SimCLR's blur kernel: 10% of the image side, odd, at least 3."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
 def _pixel_ops(size: int) -> list:
-    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
     return [
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([SeparableGaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomApply([v2.ColorJitter(*COLOR_JITTER)], p=COLOR_JITTER_P),
+        v2.RandomGrayscale(p=GRAYSCALE_P),
+        v2.RandomApply([SeparableGaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)], p=BLUR_P),
     ]
 
 
@@ -65,8 +77,8 @@ def view_transform(preset: Preset, size: int) -> v2.Compose:
     """uint8 CHW (any size) -> augmented uint8 CHW of `size` x `size` (see `normalize`)."""
     if preset == "px":
         geometry = [v2.Resize((size, size), antialias=True)]
-    elif preset in _CROP_SCALE:
-        scale, ratio = _CROP_SCALE[preset]
+    elif preset in CROP_SCALES:
+        scale, ratio = CROP_SCALES[preset]
         geometry = [v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)]
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; use px, ulc_px, lc_px or full")

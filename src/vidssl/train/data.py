@@ -3,7 +3,10 @@ shared window for Objectron) or whole, flipped together, augmented independently
 
 One epoch is a fixed number of batches drawn from an endless, seeded stream (shards resampled,
 clips shuffled): the same (seed, epoch) gives the same batches, so a resumed run can skip to
-where it stopped and continue exactly as an uninterrupted one would.
+where it stopped and continue exactly as an uninterrupted one would. By default
+(`examples_per_clip: every_pair`) a clip visit yields every consecutive pair of the clip and an
+epoch holds as many examples as the training split has pairs, as the reference's loader: each
+pair is then visited once per epoch on average (the stream resamples clips, so not exactly).
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from vidssl.objectron.cleaning import crop_box
 from vidssl.shards import decode_json, read_split
 from vidssl.store import open_store
 from vidssl.train.augment import eval_transform, flip_views, view_transform
-from vidssl.train.views import crop_with_padding, sample_frames, shared_crop_window
+from vidssl.train.views import (
+    anchor_positions,
+    crop_with_padding,
+    sample_frames,
+    shared_crop_window,
+)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -96,16 +104,44 @@ class TrainingExamples(IterableDataset):
             shuffle_buffer=cfg.shuffle_buffer,
             seed=stream_seed,
         )
+        for sample, meta, positions in self._shuffled_examples(clips, rng):
+            images = view_images(sample, meta, positions, cfg.views_from)
+            views = flip_views([to_tensor(image) for image in images], generator)
+            yield [transform(view) for view in views]
+
+    def _shuffled_examples(self, clips, rng: random.Random) -> Iterator[tuple]:  # type: ignore[no-untyped-def]
+        """(sample, meta, frame positions) of each example. With `every_pair` a clip gives all
+        its pairs at once, so they go through a shuffle buffer of `train.shuffle_buffer`
+        examples: a batch then mixes videos instead of holding one video's pairs."""
+        cfg = self.cfg
         minimum = 4 if cfg.pairing == "tcn" else 1
+        size = cfg.shuffle_buffer if cfg.examples_per_clip == "every_pair" else 0
+        buffer: list[tuple] = []
         for sample in clips:
             meta = decode_json(sample)
             if meta["num_frames"] < minimum:
                 continue
-            for _ in range(cfg.examples_per_clip):
-                positions = sample_frames(cfg.pairing, meta["num_frames"], rng, cfg.nearby_offset)
-                images = view_images(sample, meta, positions, cfg.views_from)
-                views = flip_views([to_tensor(image) for image in images], generator)
-                yield [transform(view) for view in views]
+            for anchor in clip_anchors(cfg, meta["num_frames"], rng):
+                positions = sample_frames(
+                    cfg.pairing, meta["num_frames"], rng, cfg.nearby_offset, anchor
+                )
+                buffer.append((sample, meta, positions))
+                if len(buffer) > size:
+                    index = rng.randrange(len(buffer))
+                    buffer[index], buffer[-1] = buffer[-1], buffer[index]
+                    yield buffer.pop()
+        rng.shuffle(buffer)  # a finite stream's last examples
+        yield from buffer
+
+
+def clip_anchors(cfg: TrainConfig, num_frames: int, rng: random.Random) -> list:
+    """A clip visit's anchors: all its pairs, shuffled (`examples_per_clip: every_pair`, the
+    reference's epoch), or `examples_per_clip` random ones (None: drawn by the sampler)."""
+    if cfg.examples_per_clip == "every_pair":
+        anchors = anchor_positions(cfg.pairing, num_frames, cfg.nearby_offset)
+        rng.shuffle(anchors)
+        return anchors
+    return [None] * cfg.examples_per_clip
 
 
 def frame_crops(sample: dict, views_from: str, size: int) -> Iterator[tuple[int, torch.Tensor]]:

@@ -1,5 +1,7 @@
 """What training reports: Prometheus gauges (served on an HTTP port while training, pushed to a
-Pushgateway when VIDSSL_PUSHGATEWAY names one), the collapse monitor, and divergence checks."""
+Pushgateway when VIDSSL_PUSHGATEWAY names one), the collapse monitor, and divergence checks.
+prometheus_client is imported by `TrainMetrics` alone: the collapse monitor and the guard also
+serve runs on machines without it (vidssl.bench.siampose_curve)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class TrainMetrics:
     }
 
     def __init__(self, job: str, port: int = 0) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
         self.job = job
         self.registry = CollectorRegistry()
         self.gauges = {
@@ -78,6 +81,8 @@ class TrainMetrics:
     def push(self) -> None:
         if not self.gateway:
             return
+        from prometheus_client import push_to_gateway
+
         try:
             push_to_gateway(self.gateway, job=self.job, registry=self.registry, timeout=5)
         except OSError as exc:  # monitoring must never stop training

@@ -14,13 +14,36 @@ import numpy as np
 Pairing = Literal["same", "nearby", "distant", "tcn"]
 
 
+def anchor_positions(pairing: Pairing, num_frames: int, offset: int = 1) -> list[int]:
+    """The anchors of one epoch's examples of a clip, as the reference's data loader makes them
+    (rjean/siampose hdf5_parser.py): every consecutive kept pair (i, i + offset) for nearby
+    pairs and TCN triplets, every kept frame for same and distant pairs."""
+    if pairing in ("nearby", "tcn"):
+        step = offset if pairing == "nearby" else 1
+        return list(range(max(0, num_frames - step)))
+    return list(range(num_frames))
+
+
+def examples_per_epoch(pairing: Pairing, frames: int, clips: int, offset: int = 1) -> int:
+    """len(anchor_positions) summed over clips, from a split's frame and clip counts (exact
+    when every clip has more frames than the offset, as cleaning's `min_frames` ensures)."""
+    if pairing in ("nearby", "tcn"):
+        return max(clips, frames - clips * (offset if pairing == "nearby" else 1))
+    return frames
+
+
 def sample_frames(
-    pairing: Pairing, num_frames: int, rng: random.Random, offset: int = 1
+    pairing: Pairing,
+    num_frames: int,
+    rng: random.Random,
+    offset: int = 1,
+    anchor: int | None = None,
 ) -> list[int]:
-    """Frame positions (into the clip's kept frames) of one example: 2 for pairs, 3 for TCN."""
+    """Frame positions (into the clip's kept frames) of one example: 2 for pairs, 3 for TCN;
+    from a random anchor unless one is given (see `anchor_positions`)."""
     if num_frames < 1:
         raise ValueError("a clip without frames has no views")
-    anchor = rng.randrange(num_frames)
+    anchor = rng.randrange(num_frames) if anchor is None else anchor
     if pairing == "same" or num_frames == 1:
         if pairing == "tcn":
             raise ValueError("a TCN triplet needs a clip of at least 4 frames")

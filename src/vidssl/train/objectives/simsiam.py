@@ -24,15 +24,20 @@ def simsiam_loss(
     return negative_cosine(p1, z2.detach()) / 2 + negative_cosine(p2, z1.detach()) / 2
 
 
+def projection_mlp(feature_dim: int, dim: int) -> nn.Sequential:
+    """SimSiam's projector: three fully connected layers with BN (the last BN without affine)."""
+    return nn.Sequential(
+        nn.Linear(feature_dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+        nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+        nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
+    )  # fmt: skip
+
+
 class SimSiam(nn.Module):
     def __init__(self, encoder: nn.Module, feature_dim: int, dim: int = 2048, pred_dim: int = 512):
         super().__init__()
         self.encoder = encoder
-        self.projector = nn.Sequential(
-            nn.Linear(feature_dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
-        )  # fmt: skip
+        self.projector = projection_mlp(feature_dim, dim)
         self.predictor = nn.Sequential(
             nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
             nn.Linear(pred_dim, dim),

@@ -1,7 +1,11 @@
-"""Time-contrastive network (Sermanet et al. 2018): anchor and positive are frames close in
-time, the negative is a frame of the same video far from them.
+"""Time-contrastive network (Sermanet et al. 2018) as the SiamPose reference runs it: anchor
+and positive are frames close in time, the negative a frame of the same video far from them.
 
-    loss = mean( max(0, |f(a) - f(p)|^2 - |f(a) - f(n)|^2 + margin) ),  f L2-normalised
+    loss = mean( max(0, |h(a) - h(p)| - |h(a) - h(n)| + margin) )
+
+with h = SimSiam's 3-layer projector on the encoder, its outputs not normalised, Euclidean
+distances and margin 0.2: `torch.nn.TripletMarginLoss(margin=0.2)` on the projector outputs
+(rjean/siampose siampose/models/simsiam.py; configs/config-pretrain-8gb-tcn.yaml).
 """
 
 from __future__ import annotations
@@ -10,20 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidssl.train.objectives.simsiam import projection_mlp
+
 
 def triplet_loss(
     anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
 ) -> torch.Tensor:
-    a, p, n = (F.normalize(x, dim=-1) for x in (anchor, positive, negative))
-    return F.relu((a - p).pow(2).sum(-1) - (a - n).pow(2).sum(-1) + margin).mean()
+    return F.triplet_margin_loss(anchor, positive, negative, margin=margin)
 
 
 class TimeContrastive(nn.Module):
-    def __init__(self, encoder: nn.Module, feature_dim: int, dim: int = 128, margin: float = 0.2):
+    def __init__(self, encoder: nn.Module, feature_dim: int, dim: int = 2048, margin: float = 0.2):
         super().__init__()
         self.encoder = encoder
         self.margin = margin
-        self.head = nn.Linear(feature_dim, dim)
+        self.head = projection_mlp(feature_dim, dim)
 
     def fixed_lr_modules(self) -> list[nn.Module]:
         return []
