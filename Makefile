@@ -12,13 +12,14 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
 	@echo "make report [EXP=$(EXP)] [RUN=<run id>]            copy a run's report to build/reports/"
 	@echo "make sweep SWEEP=demo                             variants of an experiment, scored on val"
+	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2']          test 3D mAP over training seeds, bootstrap CIs"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train | bench-eval"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
@@ -71,6 +72,10 @@ report: setup store-up
 SWEEP ?= demo
 sweep: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.sweep $(SWEEP)
+
+SEEDS ?= 0 1 2
+replicate: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.replicate $(EXP) --seeds $(SEEDS)
 
 bench-store: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.store

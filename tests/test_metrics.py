@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vidssl.evaluate.bootstrap import category_mean_hit_rate, difference_interval
 from vidssl.evaluate.metrics import (
     average_precision,
     category_accuracy,
@@ -100,3 +101,25 @@ def test_video_retrieval_uses_k_neighbours_for_r_at_k():
         train, labels, queries, ["v1", "v2"], ["run", "swim"], ks=(1, 2)
     )
     assert recall == {"R@1": 0.5, "R@2": 1.0}
+
+
+def test_bootstrap_resamples_whole_videos():
+    # Video v1's two queries are hits for A, v2's are not; B hits nothing. A - B = 0.5. A
+    # resample of the 2 videos is {v1, v1} (difference 1), {v2, v2} (0) or one of each (0.5),
+    # so the 95% interval spans [0, 1]; frames of one video never split.
+    difference, low, high = difference_interval(
+        [1, 1, 0, 0], [0, 0, 0, 0], ["cup"] * 4, ["v1", "v1", "v2", "v2"], resamples=500
+    )
+    assert (difference, low, high) == (0.5, 0.0, 1.0)
+    same = difference_interval([1, 0], [1, 0], ["cup", "shoe"], ["v1", "v2"], resamples=50)
+    assert same == (0.0, 0.0, 0.0)
+
+
+def test_category_mean_hit_rate_weights_queries():
+    # cup: hits 1, 0 with weights 3, 1 -> 0.75; shoe: hit 1 -> 1.0; mean 0.875. A category
+    # with no weight left (not drawn) does not count.
+    hits = np.array([1.0, 0.0, 1.0, 0.0])
+    categories = np.array(["cup", "cup", "shoe", "book"])
+    assert category_mean_hit_rate(
+        hits, categories, np.array([3.0, 1.0, 1.0, 0.0])
+    ) == pytest.approx(0.875)

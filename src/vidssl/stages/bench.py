@@ -110,25 +110,39 @@ def pose_benchmarks(
     return results, accuracy
 
 
-def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> dict:
-    """Boxes fitted from a random training frame (anywhere, or of the query's category), scored
-    like the models' fits and averaged over `bench.random_fit_draws` draws (Table 1's random
-    rows; the reference drew once per query)."""
+def nearest_fit_ious(train: Split, test: Split, experiment: Experiment) -> np.ndarray:
+    """Per test query, the 3D IoU of the box fitted from its nearest training frame."""
+    matches = [i[:, 0] for i, _ in nearest_neighbours(test.features, train.features, k=1)]
+    return fitted_ious(test.records, train.records, np.concatenate(matches), experiment)
+
+
+def random_fit_draws(train: Split, test: Split, experiment: Experiment) -> dict[str, list]:
+    """Per draw, the per-query IoUs of boxes fitted from a random training frame, anywhere
+    ("random fit") or of the query's category ("random in-category fit")."""
     rng = np.random.default_rng(experiment.bench.seed)
     by_category: dict[str, list[int]] = {}
     for index, record in enumerate(train.records):
         by_category.setdefault(record["category"], []).append(index)
     categories = [r["category"] for r in test.records]
-    draws: dict[str, list[dict]] = {"random fit": [], "random in-category fit": []}
+    draws: dict[str, list] = {"random fit": [], "random in-category fit": []}
     for _ in range(experiment.bench.random_fit_draws):
         anywhere = rng.integers(0, len(train.records), size=len(test.records))
         in_category = np.array(
             [rng.choice(by_category.get(c, range(len(train.records)))) for c in categories]
         )
         for name, matched in (("random fit", anywhere), ("random in-category fit", in_category)):
-            ious = fitted_ious(test.records, train.records, matched, experiment)
-            draws[name].append(pose_table(ious, categories))
-    return {name: mean_tables(tables) for name, tables in draws.items()}
+            draws[name].append(fitted_ious(test.records, train.records, matched, experiment))
+    return draws
+
+
+def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> dict:
+    """Table 1's random rows, scored like the models' fits and averaged over
+    `bench.random_fit_draws` draws (the reference drew once per query)."""
+    categories = [r["category"] for r in test.records]
+    return {
+        name: mean_tables([pose_table(ious, categories) for ious in draws])
+        for name, draws in random_fit_draws(train, test, experiment).items()
+    }
 
 
 def mean_tables(tables: list[dict]) -> dict:
