@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from vidssl.config import Experiment
+from vidssl.evaluate.metrics import mean_tables
 from vidssl.evaluate.report import paper_rows
 from vidssl.stages import bench, export, ingest
-from vidssl.stages.bench import mean_tables, training_subset
+from vidssl.stages.bench import training_subset
 from vidssl.store import open_store
 
 from .conftest import write_video

@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidssl.evaluate.boxfit import FrameGeometry, fit_box
-from vidssl.evaluate.iou3d import iou, symmetric_iou
+from vidssl.evaluate.boxfit import FrameGeometry, fitted_iou
 from vidssl.evaluate.metrics import (
     category_accuracy,
+    mean_tables,
     nearest_neighbours,
     pose_table,
     reidentification_map,
@@ -317,16 +317,6 @@ class PairSampler:
 # -- the benchmark (on the CPU) ---------------------------------------------------------------
 
 
-def mean_table(tables: list[dict]) -> dict:
-    """Entry by entry mean of tables of the same shape (nested dicts averaged alike)."""
-    return {
-        key: mean_table([t[key] for t in tables])
-        if isinstance(value, dict)
-        else float(np.mean([t[key] for t in tables]))
-        for key, value in tables[0].items()
-    }
-
-
 class PoseBenchmark:
     """Zero-shot pose of test queries fitted from training frames, re-identification over
     val + test, category accuracy; fitted IoUs are remembered per (query, reference)."""
@@ -353,11 +343,12 @@ class PoseBenchmark:
     def fitted_iou(self, query: int, reference: int) -> float:
         """3D IoU of the query's box and the box fitted from the reference frame."""
         if (query, reference) not in self.ious:
-            target = self.geometry(query)
-            fitted = fit_box(target, self.geometry(reference), self.refinements)
-            symmetric = self.records[query]["category"] in self.symmetric_categories
-            score = symmetric_iou(target.box, fitted) if symmetric else iou(target.box, fitted)
-            self.ious[(query, reference)] = float(score)
+            self.ious[(query, reference)] = fitted_iou(
+                self.geometry(query),
+                self.geometry(reference),
+                self.refinements,
+                self.records[query]["category"] in self.symmetric_categories,
+            )
         return self.ious[(query, reference)]
 
     def categories(self, indices: np.ndarray) -> list[str]:
@@ -400,7 +391,7 @@ class PoseBenchmark:
                 rng.choice(by_category.get(c, self.train)) for c in self.categories(self.test)
             ]
             tables.append(self.pose(np.array(references)))
-        return mean_table(tables)
+        return mean_tables(tables)
 
 
 # -- training (the accelerator) ----------------------------------------------------------------

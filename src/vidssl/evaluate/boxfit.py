@@ -130,3 +130,14 @@ def fit_box(query: FrameGeometry, reference: FrameGeometry, refinements: int = 3
         ratio = _diagonal(query_rect) / max(_diagonal(rectangle), 1e-6)
         fitted = _snap((fitted - fitted[0]) * ratio, query, centre_pixel)
     return fitted
+
+
+def fitted_iou(
+    query: FrameGeometry, reference: FrameGeometry, refinements: int, symmetric: bool
+) -> float:
+    """3D IoU of the query's box and the box fitted from the reference (the best over turns
+    about the vertical when `symmetric`: cups and bottles)."""
+    from vidssl.evaluate.iou3d import iou, symmetric_iou
+
+    fitted = fit_box(query, reference, refinements)
+    return float(symmetric_iou(query.box, fitted) if symmetric else iou(query.box, fitted))

@@ -104,6 +104,17 @@ def pose_table(ious: np.ndarray, categories: list[str]) -> dict:
     return table
 
 
+def mean_tables(tables: list[dict]) -> dict:
+    """The entry-wise mean of tables of the same shape (nested dicts averaged alike): pose
+    tables of several random draws."""
+    return {
+        key: mean_tables([t[key] for t in tables])
+        if isinstance(value, dict)
+        else float(np.mean([t[key] for t in tables]))
+        for key, value in tables[0].items()
+    }
+
+
 def reidentification_map(
     features: np.ndarray, sequences: list[str], is_query: np.ndarray | None = None
 ) -> float:

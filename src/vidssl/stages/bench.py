@@ -20,10 +20,11 @@ import numpy as np
 
 from vidssl.config import Experiment
 from vidssl.evaluate import plots
-from vidssl.evaluate.boxfit import FrameGeometry, fit_box
-from vidssl.evaluate.iou3d import iou, symmetric_iou
+from vidssl.evaluate.boxfit import FrameGeometry, fit_box, fitted_iou
+from vidssl.evaluate.iou3d import iou
 from vidssl.evaluate.metrics import (
     category_accuracy,
+    mean_tables,
     nearest_neighbours,
     pose_table,
     reidentification_map,
@@ -64,15 +65,17 @@ def fitted_ious(
     queries: list[dict], references: list[dict], matches: np.ndarray, experiment: Experiment
 ) -> np.ndarray:
     cfg = experiment.bench
-    ious = []
-    for query, match in zip(queries, matches, strict=True):
-        target = FrameGeometry.from_annotation(query["annotation"])
-        fitted = fit_box(
-            target, FrameGeometry.from_annotation(references[match]["annotation"]), cfg.refinements
-        )
-        symmetric = cfg.symmetric and query["category"] in cfg.symmetric_categories
-        ious.append(symmetric_iou(target.box, fitted) if symmetric else iou(target.box, fitted))
-    return np.array(ious)
+    return np.array(
+        [
+            fitted_iou(
+                FrameGeometry.from_annotation(query["annotation"]),
+                FrameGeometry.from_annotation(references[match]["annotation"]),
+                cfg.refinements,
+                cfg.symmetric and query["category"] in cfg.symmetric_categories,
+            )
+            for query, match in zip(queries, matches, strict=True)
+        ]
+    )
 
 
 def pose_benchmarks(
@@ -143,19 +146,6 @@ def random_fit_baselines(train: Split, test: Split, experiment: Experiment) -> d
         name: mean_tables([pose_table(ious, categories) for ious in draws])
         for name, draws in random_fit_draws(train, test, experiment).items()
     }
-
-
-def mean_tables(tables: list[dict]) -> dict:
-    """The entry-wise mean of pose tables with the same keys."""
-    if len(tables) == 1:
-        return tables[0]
-
-    def mean(values: list):  # type: ignore[no-untyped-def]
-        if isinstance(values[0], dict):
-            return {key: mean([v[key] for v in values]) for key in values[0]}
-        return float(np.mean(values))
-
-    return mean(tables)
 
 
 def clip_frames(store, clips_url: str, wanted: set[tuple[str, int]]) -> dict:  # type: ignore[no-untyped-def]
