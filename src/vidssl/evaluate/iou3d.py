@@ -24,11 +24,6 @@ _EPS = 1e-9
 _RELATIVE_TOLERANCE = 1e-5
 
 
-def _tolerance(box: np.ndarray) -> float:
-    centre, _, half = box_axes(box)
-    return _RELATIVE_TOLERANCE * (float(np.linalg.norm(centre)) + float(half.max()))
-
-
 def box_axes(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centre, unit axes as rows, half extents) of a 9-keypoint box."""
     centre = box[0]
@@ -37,32 +32,42 @@ def box_axes(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return centre, edges / np.maximum(lengths, _EPS)[:, None], lengths / 2
 
 
-def inside(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+def _frame(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A box's centre, axes, half extents and the tolerance of its inside tests."""
     centre, axes, half = box_axes(box)
+    tolerance = _RELATIVE_TOLERANCE * (float(np.linalg.norm(centre)) + float(half.max()))
+    return centre, axes, half, tolerance
+
+
+def inside(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+    centre, axes, half, tolerance = _frame(box)
     local = (points - centre) @ axes.T
-    return np.all(np.abs(local) <= half + _tolerance(box), axis=1)
+    return np.all(np.abs(local) <= half + tolerance, axis=1)
 
 
-def _edge_face_crossings(edges_of: np.ndarray, faces_of: np.ndarray) -> list[np.ndarray]:
-    """Points where the 12 edges of one box cross the 6 faces (planes, clipped) of the other."""
-    centre, axes, half = box_axes(faces_of)
-    tolerance = _tolerance(faces_of)
-    points = []
-    for a, b in EDGES:
-        start, end = edges_of[a], edges_of[b]
-        local_start, local_end = (start - centre) @ axes.T, (end - centre) @ axes.T
-        direction = local_end - local_start
-        for axis in range(3):
-            if abs(direction[axis]) < _EPS:
-                continue
-            for sign in (-1, 1):
-                t = (sign * half[axis] - local_start[axis]) / direction[axis]
-                if -_EPS <= t <= 1 + _EPS:
-                    point = local_start + t * direction
-                    others = [i for i in range(3) if i != axis]
-                    if np.all(np.abs(point[others]) <= half[others] + tolerance):
-                        points.append(start + t * (end - start))
-    return points
+_EDGE_STARTS = np.array([a for a, _ in EDGES])
+_EDGE_ENDS = np.array([b for _, b in EDGES])
+
+
+def _edge_face_crossings(edges_of: np.ndarray, faces_of: np.ndarray) -> np.ndarray:
+    """Points where the 12 edges of one box cross the 6 faces (planes, clipped) of the other,
+    all edges, axes and face signs at once."""
+    centre, axes, half, tolerance = _frame(faces_of)
+    starts, ends = edges_of[_EDGE_STARTS], edges_of[_EDGE_ENDS]  # 12 x 3, world
+    local_start = (starts - centre) @ axes.T
+    direction = (ends - centre) @ axes.T - local_start
+    found = []
+    for axis in range(3):
+        moving = np.abs(direction[:, axis]) >= _EPS
+        safe = np.where(moving, direction[:, axis], 1.0)
+        others = [i for i in range(3) if i != axis]
+        for sign in (-1.0, 1.0):
+            t = (sign * half[axis] - local_start[:, axis]) / safe
+            points = local_start + t[:, None] * direction
+            within = np.all(np.abs(points[:, others]) <= half[others] + tolerance, axis=1)
+            keep = moving & (t >= -_EPS) & (t <= 1 + _EPS) & within
+            found.append(starts[keep] + t[keep, None] * (ends[keep] - starts[keep]))
+    return np.concatenate(found)
 
 
 def box_volume(box: np.ndarray) -> float:
@@ -72,16 +77,18 @@ def box_volume(box: np.ndarray) -> float:
 
 def intersection_volume(box_a: np.ndarray, box_b: np.ndarray) -> float:
     corners_a, corners_b = box_a[1:], box_b[1:]
-    candidates = [
-        *corners_a[inside(corners_a, box_b)],
-        *corners_b[inside(corners_b, box_a)],
-        *_edge_face_crossings(box_a, box_b),
-        *_edge_face_crossings(box_b, box_a),
-    ]
+    candidates = np.concatenate(
+        [
+            corners_a[inside(corners_a, box_b)],
+            corners_b[inside(corners_b, box_a)],
+            _edge_face_crossings(box_a, box_b),
+            _edge_face_crossings(box_b, box_a),
+        ]
+    )
     if len(candidates) < 4:
         return 0.0
     try:
-        return float(ConvexHull(np.asarray(candidates)).volume)
+        return float(ConvexHull(candidates).volume)
     except QhullError:  # flat or degenerate: no volume
         return 0.0
 
