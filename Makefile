@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test lint store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -54,6 +54,11 @@ lint: setup
 
 test: setup data system-packages
 	$(PY) -m pytest -q
+
+# The fault-injection suite alone (kills, concurrent runs, store restarts, bad inputs); `make test`
+# runs it too.
+test-faults: setup data
+	$(PY) -m pytest -q tests/faults
 
 pipeline-compile: setup
 	$(PY) -m pipelines.run compile $(EXP)
