@@ -3,6 +3,8 @@ defects are known."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -125,7 +127,8 @@ def test_clean_stage_drops_the_known_defects(defective, file_store):
     experiment, synthetic, clips = defective
     cleaned = clean.run(experiment, clips.url)
     report = cleaned.manifest.details["report"]
-    assert file_store.exists(f"{file_store.key_of(cleaned.url)}/report.json")
+    report_file = f"{file_store.key_of(cleaned.url)}/{cleaned.manifest.details['report_file']}"
+    assert json.loads(file_store.get_text(report_file)) == report
     assert report["frames_in"] == sum(20 for _ in range(12))
     truth = {v["sequence_id"]: v["defects"] for v in synthetic.manifest.details["videos"]}
     blurred_total = blurred_caught = test_frames_kept = test_frames_in = 0

@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 
 from vidssl.config import ConfigError, load_experiment
+from vidssl.errors import VidsslError
 from vidssl.store import StoreError
 
 app = typer.Typer(
@@ -23,8 +24,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
 app.add_typer(synth_app, name="synth")
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # URLs and paths are never wrapped: scripts read them
+errors = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_STATE_DIR = ".store"
 
@@ -38,7 +39,12 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an error instead of one line."
+    ),
+) -> None:
     _setup_logging(verbose)
 
 
@@ -254,12 +260,21 @@ def store_ls(
         console.print(f"{info.size:>12}  {store.url(info.key)}")
 
 
-def run() -> None:
-    """Entry point with the one-line errors users should see instead of tracebacks."""
+#: Errors about the user's inputs, files or store: one line naming the culprit, exit status 2.
+USER_ERRORS = (VidsslError, ConfigError, StoreError, FileNotFoundError)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point with the one-line errors users should see instead of tracebacks
+    (`--debug` shows the traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        app()
-    except (ConfigError, StoreError, FileNotFoundError) as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        app(args=argv, prog_name="vidssl", standalone_mode=True)
+    except USER_ERRORS as exc:
+        if "--debug" in argv:
+            raise
+        message = str(exc).strip() or type(exc).__name__
+        errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

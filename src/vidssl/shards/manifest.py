@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vidssl.store import ObjectStore, StoreError, StoreKeyNotFound
 
@@ -15,13 +16,31 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: A shard name: `/`-separated plain words relative to the output prefix, never `..` or absolute.
+_SAFE_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_relative_name(name: str) -> str:
+    """`name` if it stays inside the output prefix on every backend; a ValueError otherwise."""
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") or not _SAFE_PART.fullmatch(p) for p in parts):
+        raise ValueError(f"shard name {name!r} is not a plain relative path inside the output")
+    return name
+
+
 class ShardEntry(_Record):
-    name: str  # relative to the output prefix: "<split>/shard-000000.tar"
+    #: relative to the output prefix: "attempts/<attempt>/<split>/shard-000000.tar"
+    name: str
     samples: int
     bytes: int
     sha256: str
     #: zlib CRC-32, checked by the streaming reader (5 GB/s, where sha256 would halve read speed)
     crc32: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _inside_output(cls, name: str) -> str:
+        return check_relative_name(name)
 
 
 class SplitEntry(_Record):
@@ -49,6 +68,8 @@ class Manifest(_Record):
     config: dict = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list)
     package_version: str
+    #: the attempt (see vidssl.shards.attempts) whose objects this output is; "" before attempts
+    attempt: str = ""
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     splits: dict[str, SplitEntry] = Field(default_factory=dict)
     skipped: list[SkippedInput] = Field(default_factory=list)

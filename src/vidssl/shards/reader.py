@@ -21,6 +21,7 @@ from typing import BinaryIO
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from vidssl.errors import VidsslError
 from vidssl.shards.manifest import Manifest, read_manifest
 from vidssl.shards.tarstream import PrefetchingReader, TarFormatError, iter_members
 from vidssl.store import ObjectStore, StoreError, open_store
@@ -29,7 +30,7 @@ from vidssl.store import ObjectStore, StoreError, open_store
 wds_gopen = importlib.import_module("webdataset.gopen")
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(VidsslError, RuntimeError):
     """A shard is truncated or corrupt; the message names its URL and the last good sample."""
 
 
@@ -49,8 +50,14 @@ def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: object) -> Bi
     return _store_for_bucket(bucket).stream(key)
 
 
+class RefusedURLError(VidsslError, ValueError):
+    """A shard URL whose scheme would run a command or leave the store."""
+
+
 def refuse_pipe(url: str, *_: object, **__: object) -> BinaryIO:
-    raise ValueError(f"{url!r}: the pipe: scheme is disabled (a shard URL never runs a command)")
+    raise RefusedURLError(
+        f"{url!r}: the pipe: scheme is disabled (a shard URL never runs a command)"
+    )
 
 
 def register_gopen_handlers() -> None:

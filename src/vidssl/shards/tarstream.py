@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from vidssl.errors import VidsslError
+
 BLOCK = 512
 CHUNK_BYTES = 1 << 20
 PREFETCH_CHUNKS = 8  # at most this many MiB fetched ahead: memory stays bounded
@@ -23,7 +25,7 @@ PREFETCH_CHUNKS = 8  # at most this many MiB fetched ahead: memory stays bounded
 _END = object()
 
 
-class TarFormatError(ValueError):
+class TarFormatError(VidsslError, ValueError):
     pass
 
 

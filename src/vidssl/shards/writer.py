@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from vidssl import __version__
+from vidssl.errors import VidsslError
 from vidssl.shards.manifest import Manifest, ShardEntry, SkippedInput, SplitEntry, manifest_key
 from vidssl.store import ObjectStore
 
@@ -27,7 +28,7 @@ _TAR_BLOCK = 512  # a member takes one header block plus its data rounded up to 
 SampleValue = bytes | str | dict | list | np.ndarray
 
 
-class SampleKeyError(ValueError):
+class SampleKeyError(VidsslError, ValueError):
     pass
 
 
@@ -82,7 +83,7 @@ class _TarBuilder:
 
 
 class ShardWriter:
-    """Writes samples of one split to `<prefix>/<split>/shard-%06d.tar`.
+    """Writes samples of one split to `<prefix>/[<shard_dir>/]<split>/shard-%06d.tar`.
 
     A shard closes before it would pass `max_samples` or `max_bytes` of members (tar then pads
     the archive to a multiple of 10 KiB); a sample larger than `max_bytes` gets a shard alone.
@@ -96,10 +97,12 @@ class ShardWriter:
         *,
         max_samples: int = 1000,
         max_bytes: int = 256 << 20,
+        shard_dir: str = "",
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.split = split
+        self.shard_dir = shard_dir
         self.max_samples = max_samples
         self.max_bytes = max_bytes
         self.entries: list[ShardEntry] = []
@@ -139,6 +142,7 @@ class ShardWriter:
             return
         data = builder.finish()
         name = f"{self.split}/{SHARD_PATTERN % len(self.entries)}"
+        name = f"{self.shard_dir}/{name}" if self.shard_dir else name
         entry = ShardEntry(name=name, samples=builder.samples, bytes=len(data), sha256="", crc32=0)
         self.entries.append(entry)
         self._wait_pending()
@@ -187,10 +191,15 @@ class OutputWriter:
         inputs: list[str],
         max_samples: int = 1000,
         max_bytes: int = 256 << 20,
+        attempt: str = "",
+        objects_dir: str = "",
     ) -> None:
         self.store = store
         self.prefix = prefix
+        #: where this run's objects go, relative to `prefix` (an attempt's folder, or the top)
+        self.objects_dir = objects_dir
         self._header = dict(
+            attempt=attempt,
             stage=stage,
             stage_version=stage_version,
             digest=digest,
@@ -207,11 +216,21 @@ class OutputWriter:
     def url(self) -> str:
         return self.store.url(self.prefix)
 
+    def relative(self, name: str) -> str:
+        """The name, relative to the output prefix, of this run's object `name`."""
+        return f"{self.objects_dir}/{name}" if self.objects_dir else name
+
+    def object_key(self, name: str) -> str:
+        """The store key of this run's object `name` (stages writing files beside shards)."""
+        return f"{self.prefix}/{self.relative(name)}"
+
     def split(self, name: str) -> ShardWriter:
         if name not in self._splits:
             if not name or "/" in name or "." in name:
                 raise ValueError(f"split name {name!r} must be a plain word")
-            self._splits[name] = ShardWriter(self.store, self.prefix, name, **self._limits)
+            self._splits[name] = ShardWriter(
+                self.store, self.prefix, name, shard_dir=self.objects_dir, **self._limits
+            )
         return self._splits[name]
 
     def write(self, split: str, sample: Mapping[str, SampleValue]) -> None:
@@ -220,15 +239,21 @@ class OutputWriter:
     def skip(self, source: str, reason: str) -> None:
         self.skipped.append(SkippedInput(input=source, reason=reason))
 
-    def publish(self) -> Manifest:
+    def close(self) -> Manifest:
+        """Finish every split's uploads; the manifest that would publish them (not written)."""
         splits = {name: writer.close() for name, writer in sorted(self._splits.items())}
-        manifest = Manifest(
+        return Manifest(
             **self._header,
             package_version=__version__,
             splits=splits,
             skipped=self.skipped,
             details=self.details,
         )
+
+    def publish(self) -> Manifest:
+        """Close and write the manifest, replacing any (single-writer use: tests, benchmarks;
+        stages publish through `vidssl.stages.base.run_cached`, safe beside other runs)."""
+        manifest = self.close()
         self.store.put_text(manifest_key(self.prefix), manifest.model_dump_json(indent=2))
         return manifest
 

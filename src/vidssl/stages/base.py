@@ -3,8 +3,8 @@
 An output lives at `datasets/<dataset>/<stage>/<digest>/`. The digest hashes the stage name, its
 version (bumped when its output changes meaning), the config fields it reads and the digests of
 its inputs, so the same inputs give the same place. A manifest there means the work is done:
-the stage says so and returns it. Without a manifest, whatever is there is a leftover of a run
-that died; it is removed and the stage runs again.
+the stage says so and returns it. Without one, the stage runs as an attempt of its own beside
+any other (vidssl.shards.attempts); objects of attempts that died are removed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from vidssl.config import Experiment
 from vidssl.shards import Manifest, OutputWriter, find_manifest, read_manifest
-from vidssl.shards.manifest import manifest_key
+from vidssl.shards.attempts import (
+    ATTEMPTS_DIR,
+    Attempt,
+    live_attempts,
+    publish,
+    remove_dead_attempts,
+)
 from vidssl.store import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,11 @@ def run_cached(
     *,
     force: bool = False,
 ) -> StageOutput:
-    """Return the finished output for these inputs, computing it with `build` if needed."""
+    """Return the finished output for these inputs, computing it with `build` if needed.
+
+    Safe beside other runs of the same stage on the same inputs (see vidssl.shards.attempts):
+    this run writes under its own attempt folder; the first run to finish publishes, a later
+    one adopts that output. With `force` this run's output replaces the published one."""
     digest = stage_digest(spec.name, spec.version, fields, inputs)
     prefix = spec.output_prefix(experiment.dataset.name, digest)
     url = store.url(prefix)
@@ -83,30 +93,55 @@ def run_cached(
                 "%s: finished output found at %s; skipping (use --force to redo)", spec.name, url
             )
             return StageOutput(url, existing, cached=True)
-    # Manifest first, so readers stop seeing the old output before its shards go.
-    store.delete(manifest_key(prefix))
-    leftovers = store.delete_prefix(prefix + "/")
-    if leftovers:
-        log.info(
-            "%s: removed %d objects left by an unfinished run at %s", spec.name, leftovers, url
+    with Attempt(store, prefix) as attempt:
+        remove_dead_attempts(store, prefix, keep={attempt.id})
+        for other in live_attempts(store, prefix, attempt.id):
+            log.info(
+                "%s: attempt %s (host %s, pid %d) is also producing %s; the first to finish "
+                "publishes", spec.name, other.attempt, other.host, other.pid, url,
+            )  # fmt: skip
+        writer = OutputWriter(
+            store,
+            prefix,
+            stage=spec.name,
+            stage_version=spec.version,
+            digest=digest,
+            dataset=experiment.dataset.name,
+            config=fields,
+            inputs=inputs,
+            max_samples=experiment.shards.max_samples,
+            max_bytes=experiment.shards.max_bytes,
+            attempt=attempt.id,
+            objects_dir=attempt.relative_dir,
         )
-    writer = OutputWriter(
-        store,
-        prefix,
-        stage=spec.name,
-        stage_version=spec.version,
-        digest=digest,
-        dataset=experiment.dataset.name,
-        config=fields,
-        inputs=inputs,
-        max_samples=experiment.shards.max_samples,
-        max_bytes=experiment.shards.max_bytes,
-    )
-    try:
-        build(writer)
-    except BaseException:
-        writer.abort()
-        raise
-    manifest = writer.publish()
+        try:
+            build(writer)
+            manifest = writer.close()
+        except BaseException:
+            writer.abort()
+            attempt.discard()
+            raise
+        previous = find_manifest(store, prefix) if force else None
+        if not publish(store, prefix, manifest, replace=force):
+            attempt.discard()
+            winner = read_manifest(store, prefix)
+            log.info(
+                "%s: attempt %s published %s first; using it", spec.name, winner.attempt, url
+            )
+            return StageOutput(url, winner, cached=True)
+    if previous is not None:
+        _remove_replaced(store, prefix, previous, manifest)
     log.info("%s: published %d samples at %s", spec.name, manifest.samples, url)
     return StageOutput(url, manifest, cached=False)
+
+
+def _remove_replaced(store: ObjectStore, prefix: str, old: Manifest, new: Manifest) -> None:
+    """After `--force` published `new`: remove the objects only `old` used."""
+    if old.attempt and old.attempt != new.attempt:
+        store.delete_prefix(f"{prefix}/{ATTEMPTS_DIR}/{old.attempt}/")
+        return
+    kept = {shard.name for split in new.splits.values() for shard in split.shards}
+    for split in old.splits.values():  # an output published before attempts existed
+        for shard in split.shards:
+            if shard.name not in kept:
+                store.delete(f"{prefix}/{shard.name}")

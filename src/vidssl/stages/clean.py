@@ -1,5 +1,6 @@
 """Clean: Objectron clip shards -> cleaned clip shards, each kept frame with its crop box, and
-a JSON report (`report.json` beside the manifest) of what was dropped, per reason and category.
+a JSON report of what was dropped, per reason and category (in the manifest's details, and as
+`report.json` in the output: the manifest's `report_file`).
 Training data (train, val) gets the seed paper's cleaning; the test split, whose frames are the
 pose queries, gets only the reference's query validity filter (`clean.test_queries`).
 Frame JPEGs are copied, never re-encoded."""
@@ -116,8 +117,9 @@ def run(experiment: Experiment, clips_url: str, *, force: bool = False) -> Stage
                 writer.write(split, cleaned)
         report = summarize(by_category)
         report["kept_by_split"] = {split: dict(counts) for split, counts in by_split.items()}
-        writer.store.put_text(f"{writer.prefix}/report.json", json.dumps(report, indent=2))
+        writer.store.put_text(writer.object_key("report.json"), json.dumps(report, indent=2))
         writer.details["report"] = report
+        writer.details["report_file"] = writer.relative("report.json")
         log.info(
             "clean: kept %d of %d frames (%.1f%% dropped): %s",
             report["frames_kept"],

@@ -32,7 +32,8 @@ def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
 
 
 def raw_url(output: StageOutput) -> str:
-    return f"{output.url}/{RAW_FOLDER}"
+    """The generated dataset's folder (inside the attempt that published it)."""
+    return f"{output.url}/{output.manifest.details.get('raw', RAW_FOLDER)}"
 
 
 def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
@@ -49,7 +50,8 @@ def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
             files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
             for path in track(files, len(files), "synth upload", unit="files"):
                 relative = path.relative_to(folder).as_posix()
-                writer.store.put_file(f"{writer.prefix}/{RAW_FOLDER}/{relative}", str(path))
+                writer.store.put_file(writer.object_key(f"{RAW_FOLDER}/{relative}"), str(path))
+        writer.details["raw"] = writer.relative(RAW_FOLDER)
         writer.details["files"] = len(files)
         writer.details["videos"] = [vars(truth) for truth in truths]
 

@@ -41,6 +41,20 @@ class FileStore(ObjectStore):
     def put(self, key: str, data: bytes) -> None:
         self._atomic_write(key, lambda handle: handle.write(data))
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, path)  # atomic, and fails if the name exists: the conditional put
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
     def put_file(self, key: str, path: str) -> None:
         def copy(handle: BinaryIO) -> None:
             with open(path, "rb") as source:

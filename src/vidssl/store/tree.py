@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vidssl.store import StoreKeyNotFound, open_store
+from vidssl.store import StoreError, StoreKeyNotFound, open_store
 
 
 class FileTree:
@@ -27,10 +27,21 @@ class FileTree:
         elif parsed.scheme in ("", "file"):
             self._path = Path(parsed.path if parsed.scheme == "file" else self.root)
         else:
-            raise ValueError(f"{root!r}: expected a folder or s3://bucket/prefix")
+            raise StoreError(f"dataset root {root!r}: expected a folder or s3://bucket/prefix")
+
+    def _inside(self, relative: str) -> str:
+        """`relative` if it stays under the root (index files and manifests name files)."""
+        parts = relative.split("/")
+        if relative.startswith("/") or ".." in parts or "\\" in relative:
+            raise StoreError(f"{self.root}: {relative!r} would leave the dataset's folder")
+        return relative
 
     def _key(self, relative: str) -> str:
+        relative = self._inside(relative)
         return f"{self._prefix}/{relative}" if self._prefix else relative
+
+    def _file(self, relative: str) -> Path:
+        return self._path / self._inside(relative)
 
     def describe(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -40,13 +51,13 @@ class FileTree:
 
     def exists(self, relative: str) -> bool:
         if self._store is None:
-            return (self._path / relative).is_file()
+            return self._file(relative).is_file()
         return self._store.exists(self._key(relative))
 
     def read_bytes(self, relative: str) -> bytes:
         if self._store is None:
             try:
-                return (self._path / relative).read_bytes()
+                return self._file(relative).read_bytes()
             except FileNotFoundError:
                 raise FileNotFoundError(f"{self.describe(relative)}: no such file") from None
         try:
@@ -60,7 +71,7 @@ class FileTree:
     def sizes(self, relative_prefix: str = "") -> dict[str, int]:
         """Relative path -> size in bytes of every file under a prefix."""
         if self._store is None:
-            base = self._path / relative_prefix
+            base = self._file(relative_prefix) if relative_prefix else self._path
             if not base.exists():
                 return {}
             return {
@@ -81,7 +92,7 @@ class FileTree:
     def local_copy(self, relative: str) -> Iterator[str]:
         """A local path to the file (a temporary download for S3, removed afterwards)."""
         if self._store is None:
-            yield str(self._path / relative)
+            yield str(self._file(relative))
             return
         suffix = Path(relative).suffix
         fd, temporary = tempfile.mkstemp(prefix="vidssl-", suffix=suffix)

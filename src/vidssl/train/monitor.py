@@ -14,12 +14,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vidssl.errors import VidsslError
+
 log = logging.getLogger(__name__)
 
 PUSHGATEWAY_ENV = "VIDSSL_PUSHGATEWAY"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(VidsslError, RuntimeError):
     pass
 
 

@@ -6,7 +6,6 @@ rate and ETA, Prometheus metrics, and a stop with a clear message when the loss 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from vidssl.config import TrainConfig
 from vidssl.progress import format_eta
 from vidssl.store import ObjectStore
 from vidssl.train.augment import normalize
+from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics, collapse_std
@@ -30,6 +30,20 @@ from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics
 log = logging.getLogger(__name__)
 
 LATEST = "checkpoints/latest.json"
+
+
+def latest_checkpoint(store: ObjectStore, prefix: str) -> str | None:
+    """The key of the newest checkpoint saved under `prefix`, or None."""
+    if not store.exists(f"{prefix}/{LATEST}"):
+        return None
+    return f"{prefix}/{json.loads(store.get_text(f'{prefix}/{LATEST}'))['key']}"
+
+
+def checkpoint_step(store: ObjectStore, prefix: str) -> int:
+    """The step of the newest checkpoint under `prefix` (-1 when there is none)."""
+    if not store.exists(f"{prefix}/{LATEST}"):
+        return -1
+    return int(json.loads(store.get_text(f"{prefix}/{LATEST}"))["step"])
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -78,8 +92,12 @@ class Trainer:
         steps_per_epoch: int,
         job: str = "vidssl-train",
         device: torch.device | None = None,
+        resume_from: str | None = None,
     ) -> None:
+        """Checkpoints go under `output_prefix`; training resumes from the checkpoint at key
+        `resume_from` (another run's), else from `output_prefix`'s latest, if any."""
         self.cfg, self.store, self.prefix = cfg, store, output_prefix
+        self.resume_from = resume_from
         self.store_uri, self.clips_prefix = store_uri, clips_prefix
         self.steps_per_epoch = steps_per_epoch
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,42 +130,29 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.distributed.main:
             return
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "step": self.step,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "history": self.history,
-            },
-            buffer,
-        )
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+        }
         key = f"checkpoints/step-{self.step:08d}.pt"
-        self.store.put(f"{self.prefix}/{key}", buffer.getvalue())
-        previous = self._latest()
+        self.store.put(f"{self.prefix}/{key}", state_bytes(state))
+        previous = latest_checkpoint(self.store, self.prefix)
         self.store.put_text(f"{self.prefix}/{LATEST}", json.dumps({"step": self.step, "key": key}))
-        if previous and previous["key"] != key:  # keep the newest only, once the pointer moved
-            self.store.delete(f"{self.prefix}/{previous['key']}")
+        if previous and previous != f"{self.prefix}/{key}":  # keep the newest once it is named
+            self.store.delete(previous)
         log.info("checkpoint at step %d: %s", self.step, self.store.url(f"{self.prefix}/{key}"))
 
-    def _latest(self) -> dict | None:
-        if not self.store.exists(f"{self.prefix}/{LATEST}"):
-            return None
-        return json.loads(self.store.get_text(f"{self.prefix}/{LATEST}"))
-
     def resume(self) -> bool:
-        latest = self._latest()
-        if latest is None:
+        key = self.resume_from or latest_checkpoint(self.store, self.prefix)
+        if key is None:
             return False
-        state = torch.load(
-            io.BytesIO(self.store.get(f"{self.prefix}/{latest['key']}")),
-            map_location=self.device,
-            weights_only=False,
-        )
+        state = load_state(self.store.get(key), self.store.url(key), self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], state["history"]
-        log.info("resuming from step %d (%s)", self.step, latest["key"])
+        log.info("resuming from step %d (%s)", self.step, self.store.url(key))
         return True
 
     # -- the loop --------------------------------------------------------------------------------
