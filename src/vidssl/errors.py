@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class VidsslError(Exception):
     """An error about the user's inputs or environment, with a message that names the culprit."""
+
+
+class InputError(VidsslError, ValueError):
+    """An input or argument a stage cannot use (a missing split, a source of the wrong kind)."""

@@ -71,7 +71,7 @@ def test_a_crafted_checkpoint_is_refused_on_resume(file_store, tmp_path):
     )
     cfg = TrainConfig(backbone="resnet18", epochs=2, warmup_epochs=1, batch_size=4)
     trainer = Trainer(build_objective(cfg), cfg, file_store, "run", file_store.base_url, "c", 1)
-    with pytest.raises(UnsafeCheckpointError, match="step-00000004.pt: refused"):
+    with pytest.raises(UnsafeCheckpointError, match=r"step-00000004\.pt: refused"):
         trainer.resume()
     assert not marker.exists()
 

@@ -9,6 +9,7 @@ import csv
 import io
 
 from vidssl.datasets import VideoItem
+from vidssl.errors import InputError
 from vidssl.store.tree import FileTree
 
 
@@ -26,7 +27,7 @@ def list_videos(dataset, source_root: str | None = None) -> list[VideoItem]:  # 
         rows = csv.DictReader(io.StringIO(annotations.read_text(f"{split}.csv")))
         missing = {"label", "youtube_id", "time_start", "time_end"} - set(rows.fieldnames or [])
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{annotations.describe(f'{split}.csv')}: missing columns {sorted(missing)}"
             )
         per_class: dict[str, int] = {}

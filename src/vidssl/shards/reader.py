@@ -50,6 +50,13 @@ def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: object) -> Bi
     return _store_for_bucket(bucket).stream(key)
 
 
+class MissingSplitError(VidsslError, KeyError):
+    """An output has no split of that name; the message lists the ones it has."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class RefusedURLError(VidsslError, ValueError):
     """A shard URL whose scheme would run a command or leave the store."""
 
@@ -172,7 +179,9 @@ class _ResampledShardList(IterableDataset):
 
 def shard_refs(store: ObjectStore, prefix: str, manifest: Manifest, split: str) -> list[ShardRef]:
     if split not in manifest.splits:
-        raise KeyError(f"{store.url(prefix)}: no split {split!r}; it has {sorted(manifest.splits)}")
+        raise MissingSplitError(
+            f"{store.url(prefix)}: no split {split!r}; it has {sorted(manifest.splits)}"
+        )
     return [
         ShardRef(store.url(f"{prefix}/{entry.name}"), entry.bytes, entry.crc32)
         for entry in manifest.splits[split].shards

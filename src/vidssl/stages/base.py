@@ -125,9 +125,7 @@ def run_cached(
         if not publish(store, prefix, manifest, replace=force):
             attempt.discard()
             winner = read_manifest(store, prefix)
-            log.info(
-                "%s: attempt %s published %s first; using it", spec.name, winner.attempt, url
-            )
+            log.info("%s: attempt %s published %s first; using it", spec.name, winner.attempt, url)
             return StageOutput(url, winner, cached=True)
     if previous is not None:
         _remove_replaced(store, prefix, previous, manifest)

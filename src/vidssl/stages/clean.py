@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 
 from vidssl.clips import frame_name
 from vidssl.config import Experiment
+from vidssl.errors import InputError
 from vidssl.objectron.cleaning import (
     REASONS,
     BlurDetector,
@@ -41,7 +42,7 @@ def clean_sample(
     cfg = experiment.clean
     meta = decode_json(sample)
     if "frames" not in meta:
-        raise ValueError(
+        raise InputError(
             f"{sample['__url__']}: sample {sample['__key__']!r} has no Objectron annotation; "
             "the clean stage takes Objectron clip shards"
         )

@@ -10,6 +10,7 @@ import logging
 import torch
 
 from vidssl.config import Experiment
+from vidssl.errors import InputError
 from vidssl.progress import track
 from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, input_manifest, run_cached, store_for
@@ -33,14 +34,14 @@ def _encoder(experiment: Experiment, store, model_url: str | None, baseline: str
     if baseline == "imagenet":
         weights = experiment.export.imagenet_weights
         if not weights:
-            raise ValueError(
+            raise InputError(
                 "export.imagenet_weights: set a local weights file for the imagenet baseline"
             )
         return build_backbone(cfg.backbone, weights)[0], {
             "baseline": "imagenet",
             "weights": weights,
         }
-    raise ValueError("export needs a trained model URL or a baseline (random, imagenet)")
+    raise InputError("export needs a trained model URL or a baseline (random, imagenet)")
 
 
 def run(

@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from vidssl.config import Experiment
+from vidssl.errors import InputError
 from vidssl.progress import track
 from vidssl.shards import decode_json, read_split
 from vidssl.stages.base import input_manifest, store_for
@@ -30,7 +31,7 @@ def count_split(store, prefix: str, split: str, expected: int) -> dict:  # type:
         meta = decode_json(sample)
         frame_fields = sorted(name for name in sample if name.endswith(".jpg"))
         if len(frame_fields) != meta["num_frames"]:
-            raise ValueError(
+            raise InputError(
                 f"{sample['__url__']}: sample {sample['__key__']!r} has {len(frame_fields)} "
                 f"frames, its meta.json says {meta['num_frames']}"
             )
@@ -93,7 +94,7 @@ def run(experiment: Experiment, clips_url: str, run_id: str | None = None) -> di
     }
     for split, counts in report["splits"].items():
         if counts["samples"] != manifest.splits[split].samples:
-            raise ValueError(
+            raise InputError(
                 f"{clips_url}: split {split!r} read {counts['samples']} samples, "
                 f"manifest says {manifest.splits[split].samples}"
             )

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from vidssl.config import Experiment, SyntheticObjectronSource
+from vidssl.errors import InputError
 from vidssl.progress import track
 from vidssl.shards import OutputWriter
 from vidssl.stages.base import StageOutput, StageSpec, run_cached, store_for
@@ -39,7 +40,7 @@ def raw_url(output: StageOutput) -> str:
 def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
     source = experiment.dataset.source
     if not isinstance(source, SyntheticObjectronSource):
-        raise ValueError(
+        raise InputError(
             f"dataset.source.kind is {source.kind!r}: the synth stage needs synthetic_objectron"
         )
     spec = synth_spec(source, experiment.ingest.workers)

@@ -14,6 +14,7 @@ import torch
 
 from vidssl import __version__
 from vidssl.config import Experiment
+from vidssl.errors import InputError
 from vidssl.shards import Manifest, find_manifest, read_manifest
 from vidssl.shards.attempts import (
     Attempt,
@@ -101,7 +102,7 @@ def run(
     store = store_for(experiment)
     clips_prefix, clips = input_manifest(store, clips_url)
     if "train" not in clips.splits:
-        raise ValueError(f"{clips_url}: no train split to train on")
+        raise InputError(f"{clips_url}: no train split to train on")
     fields = {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
     digest = stage_digest(SPEC.name, SPEC.version, fields, [clips.digest])
     prefix = SPEC.output_prefix(experiment.dataset.name, digest)
