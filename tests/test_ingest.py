@@ -10,7 +10,7 @@ from vidssl.stages import ingest, inspect
 from vidssl.stages.base import stage_digest
 from vidssl.video import decode_jpeg, keep_frame
 
-from .conftest import OPENCV_SAMPLES
+from .conftest import OPENCV_SAMPLES, write_video
 
 
 def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
@@ -103,7 +103,7 @@ def test_digest_depends_on_what_the_stage_reads(video_folder, file_store):
     more_workers = ingest.run(_experiment(video_folder, file_store.base_url, workers=2))
     assert other_quality != base
     assert more_workers.url == base and more_workers.cached  # workers do not change the output
-    (video_folder / "walking" / "a.avi").write_bytes(b"changed")
+    write_video(video_folder / "walking" / "a.avi", frames=20)  # changed
     assert ingest.run(_experiment(video_folder, file_store.base_url)).url != base
     assert stage_digest("s", 1, {"a": 1}, ["x"]) != stage_digest("s", 2, {"a": 1}, ["x"])
 

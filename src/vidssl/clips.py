@@ -1,26 +1,38 @@
 """Decoding one video into clip samples: the work each ingest process does.
 
 Kept free of the shard and stage modules (and so of torch) so worker processes start fast.
+Every way one input can fail ends here as `VideoResult.error`, a one-line reason naming the
+file, so the stage can skip and list that input and go on with the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import cv2
 
 from vidssl.config import IngestConfig
 from vidssl.datasets import VideoItem
-from vidssl.objectron.annotations import (
-    AnnotationError,
-    frame_meta,
-    frames_by_index,
-    objects_meta,
-    parse_sequence,
-)
+from vidssl.objectron.annotations import Annotation, AnnotationError, read_annotation
 from vidssl.store.tree import FileTree
-from vidssl.video import VideoDecodeError, decode, encode_jpeg, probe, resize_short_side
+from vidssl.video import (
+    DecodeStats,
+    VideoDecodeError,
+    VideoInfo,
+    decode,
+    encode_jpeg,
+    probe,
+    resize_short_side,
+)
+
+KEY_HASH_CHARS = 8
+
+
+class InputRejected(Exception):
+    """One input the stage must skip; the message (naming the file) is the manifest's reason."""
 
 
 @dataclass
@@ -38,6 +50,44 @@ def frame_name(position: int) -> str:
 def sample_key(video_id: str, clip: int | None) -> str:
     key = re.sub(r"[^A-Za-z0-9_-]", "_", video_id)
     return key if clip is None else f"{key}_c{clip:03d}"
+
+
+@dataclass(frozen=True)
+class KeyRename:
+    """A video whose sanitised key another video already had: it gets a hash suffix."""
+
+    video: str  # the file (its dataset-relative path)
+    key: str  # the key it gets
+    plain_key: str  # the key it would have had
+    collides_with: str  # the file that keeps `plain_key`
+
+
+def assign_keys(items: Iterable[VideoItem]) -> tuple[dict[str, str], list[KeyRename]]:
+    """The sample key (before any clip suffix) of each video file, unique over the dataset.
+
+    Sanitising maps many ids onto one key (`a b` and `a_b`, or every non-ASCII letter to `_`).
+    Videos are ranked, ids that are already valid keys first, then by id and file; the first
+    keeps its plain key, so existing datasets keep theirs, and each later one gets
+    `_<hash of its file path>` (lengthened in the unlikely case that is taken too). The same
+    set of files always gives the same keys."""
+    ranked = sorted(
+        items, key=lambda i: (sample_key(i.video_id, None) != i.video_id, i.video_id, i.video)
+    )
+    owner: dict[str, str] = {}  # key -> file
+    keys: dict[str, str] = {}
+    renames = []
+    for item in ranked:
+        plain = key = sample_key(item.video_id, None)
+        digest = hashlib.sha256(item.video.encode("utf-8")).hexdigest()
+        chars = KEY_HASH_CHARS
+        while key in owner:
+            key = f"{plain}_{digest[:chars]}"
+            chars += 4
+        if key != plain:
+            renames.append(KeyRename(item.video, key, plain, owner[plain]))
+        owner[key] = item.video
+        keys[item.video] = key
+    return keys, renames
 
 
 def _clips(frames: list, cfg: IngestConfig) -> list[list]:
@@ -58,57 +108,94 @@ class EncodedFrame:
     height: int
 
 
-def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResult:
-    """Decode one video into clip samples (runs in a worker process). Frames are resized and
-    JPEG-coded as they are decoded, so only the JPEGs are held in memory."""
-    result = VideoResult(item)
-    tree = FileTree(item.tree_root)
-    where = tree.describe(item.video)
-    if item.size < 0:
-        result.error = f"{where}: listed by the dataset but missing from disk"
-        return result
+@dataclass
+class Decoded:
+    """One video's frames as JPEGs, with what decoding them found."""
+
+    info: VideoInfo
+    frames: list[EncodedFrame]
+    stats: DecodeStats
+    yielded: int  # frames the resampling kept, annotated or not
+    first_index: int
+    last_index: int
+
+
+def _decode_frames(
+    path: str, cfg: IngestConfig, annotation: Annotation | None, stats: DecodeStats
+) -> Decoded:
+    """Frames are resized and JPEG-coded as they are decoded, so only the JPEGs are held."""
+    info = probe(path)
     frames: list[EncodedFrame] = []
-    decoded = 0
-    try:
-        annotation = annotated = None
-        if item.annotation is not None:
-            annotation = parse_sequence(
-                tree.read_bytes(item.annotation), tree.describe(item.annotation)
-            )
-            annotated = frames_by_index(annotation)
-        with tree.local_copy(item.video) as path:
-            info = probe(path)
-            for frame in decode(path, cfg.fps, cfg.frame_stride):
-                decoded += 1
-                if annotated is not None and frame.index not in annotated:
-                    continue
-                image = resize_short_side(frame.image, cfg.resize_short)
-                height, width = image.shape[:2]
-                jpeg = encode_jpeg(image, cfg.jpeg_quality)
-                frames.append(EncodedFrame(frame.index, frame.timestamp_s, jpeg, width, height))
-    except VideoDecodeError as exc:  # it names the local copy: name the source instead
-        result.error = f"{where}: {exc.reason}"
-        return result
-    except (AnnotationError, FileNotFoundError) as exc:
-        result.error = str(exc)
-        return result
-    except Exception as exc:
-        result.error = f"{where}: {type(exc).__name__}: {exc}"
-        return result
+    yielded, first, last = 0, -1, -1
+    for frame in decode(path, cfg.fps, cfg.frame_stride, stats):
+        yielded += 1
+        first = frame.index if first < 0 else first
+        last = frame.index
+        if annotation is not None and frame.index not in annotation.frames:
+            continue
+        image = resize_short_side(frame.image, cfg.resize_short)
+        height, width = image.shape[:2]
+        jpeg = encode_jpeg(image, cfg.jpeg_quality)
+        frames.append(EncodedFrame(frame.index, frame.timestamp_s, jpeg, width, height))
+    return Decoded(info, frames, stats, yielded, first, last)
+
+
+def _id_range(ids: Iterable[int]) -> str:
+    ordered = sorted(ids)
+    if not ordered:
+        return "none"
+    return f"{ordered[0]}-{ordered[-1]} ({len(ordered)} ids)"
+
+
+def _check_kept(
+    where: str, decoded: Decoded, annotation: Annotation | None, cfg: IngestConfig
+) -> None:
+    """InputRejected when the video yields no sample: no decoded frame has an annotation, or
+    fewer frames remain than one clip needs."""
+    kept = len(decoded.frames)
+    if kept == 0 and annotation is not None:
+        refused = f" ({len(annotation.refused)} more refused)" if annotation.refused else ""
+        raise InputRejected(
+            f"{where}: annotation {annotation.source}: its frame ids "
+            f"{_id_range(annotation.frames)}{refused} match none of the {decoded.yielded} "
+            f"decoded frames (source indices {decoded.first_index}-{decoded.last_index})"
+        )
+    if kept == 0:
+        raise InputRejected(
+            f"{where}: no frame kept ({decoded.stats.read_frames} read, none at a kept index)"
+        )
+    if cfg.clip_frames is not None and kept < cfg.clip_frames:
+        raise InputRejected(
+            f"{where}: too short: {kept} frames, a clip needs {cfg.clip_frames} "
+            f"({decoded.stats.read_frames} frames read at {decoded.info.fps:g} fps)"
+        )
+
+
+def _effective_fps(info: VideoInfo, cfg: IngestConfig) -> float:
     if cfg.frame_stride:
-        effective_fps = info.fps / cfg.frame_stride
-    else:
-        effective_fps = min(cfg.fps or info.fps, info.fps)
-    clips = _clips(frames, cfg)
-    for clip_index, clip in enumerate(clips):
+        return info.fps / cfg.frame_stride
+    return min(cfg.fps or info.fps, info.fps)
+
+
+def _samples(
+    item: VideoItem,
+    dataset: str,
+    cfg: IngestConfig,
+    key: str,
+    decoded: Decoded,
+    annotation: Annotation | None,
+) -> list[dict]:
+    """One sample per clip: its meta.json and JPEGs."""
+    samples = []
+    for clip_index, clip in enumerate(_clips(decoded.frames, cfg)):
         meta = {
             "dataset": dataset,
             "video_id": item.video_id,
             "clip_index": clip_index,
             "category": item.category,
             "split": item.split,
-            "fps": effective_fps,
-            "source_fps": info.fps,
+            "fps": _effective_fps(decoded.info, cfg),
+            "source_fps": decoded.info.fps,
             "source_frame_indices": [frame.index for frame in clip],
             "timestamps": [round(frame.timestamp_s, 6) for frame in clip],
             "shot_boundaries": [0],
@@ -116,24 +203,82 @@ def ingest_video(item: VideoItem, dataset: str, cfg: IngestConfig) -> VideoResul
             "height": clip[0].height,
             "num_frames": len(clip),
         }
-        if annotated is not None:
-            meta["objects"] = objects_meta(annotation)
-            meta["frames"] = [frame_meta(annotated[frame.index]) for frame in clip]
-        key = sample_key(item.video_id, clip_index if cfg.clip_frames else None)
-        sample: dict = {"__key__": key, "meta.json": meta}
+        if annotation is not None:
+            meta["objects"] = annotation.objects
+            meta["frames"] = [annotation.frames[frame.index] for frame in clip]
+        clip_key = key if cfg.clip_frames is None else f"{key}_c{clip_index:03d}"
+        sample: dict = {"__key__": clip_key, "meta.json": meta}
         for position, frame in enumerate(clip):
             sample[frame_name(position)] = frame.jpeg
-        result.samples.append(sample)
-    result.record = {
+        samples.append(sample)
+    return samples
+
+
+def _record(
+    item: VideoItem, key: str, decoded: Decoded, annotation: Annotation | None, clips: list[dict]
+) -> dict:
+    """The manifest's line for a kept video: what was read, kept and lost, and why."""
+    stats = decoded.stats
+    record = {
         "video": item.video_id,
+        "file": item.video,
+        "key": key,
         "split": item.split,
-        "source_frames": info.frame_count,
-        "decoded_frames": decoded,
-        "unannotated_frames": decoded - len(frames),
+        "source_frames": stats.declared_frames,
+        "read_frames": stats.read_frames,
+        "failed_frames": stats.failed_frames,
+        "missing_frames": stats.missing_frames,
+        "truncated": bool(stats.failed_frames or stats.missing_frames),
+        "decoded_frames": decoded.yielded,
+        "unannotated_frames": decoded.yielded - len(decoded.frames),
         "clips": len(clips),
-        "kept_frames": sum(len(clip) for clip in clips),
+        "kept_frames": sum(sample["meta.json"]["num_frames"] for sample in clips),
     }
+    if annotation is not None and annotation.refused:
+        frame_id, why = annotation.refused[0]
+        record["refused_annotations"] = len(annotation.refused)
+        record["refused_first"] = f"frame {frame_id}: {why}"
+    return record
+
+
+def ingest_video(
+    item: VideoItem, dataset: str, cfg: IngestConfig, key: str | None = None
+) -> VideoResult:
+    """Decode one video into clip samples (runs in a worker process). Any failure of this
+    input, expected or not, becomes `result.error` naming the file: one bad input must never
+    stop the others. `key` is the video's sample key from `assign_keys`."""
+    result = VideoResult(item)
+    tree = FileTree(item.tree_root)
+    where = tree.describe(item.video)
+    key = key or sample_key(item.video_id, None)
+    try:
+        result.samples, result.record = _ingest(item, dataset, cfg, key, tree, where)
+    except VideoDecodeError as exc:  # it names the local copy: name the source instead
+        result.error = f"{where}: {exc.reason}"
+    except (AnnotationError, InputRejected, FileNotFoundError) as exc:
+        result.error = str(exc)
+    except Exception as exc:
+        result.error = f"{where}: {type(exc).__name__}: {exc}"
+    if result.error:
+        result.samples, result.record = [], {}
     return result
+
+
+def _ingest(
+    item: VideoItem, dataset: str, cfg: IngestConfig, key: str, tree: FileTree, where: str
+) -> tuple[list[dict], dict]:
+    if item.size < 0:
+        raise InputRejected(f"{where}: listed by the dataset but missing from disk")
+    annotation = None
+    if item.annotation is not None:
+        annotation = read_annotation(
+            tree.read_bytes(item.annotation), tree.describe(item.annotation)
+        )
+    with tree.local_copy(item.video) as path:
+        decoded = _decode_frames(path, cfg, annotation, DecodeStats())
+    _check_kept(where, decoded, annotation, cfg)
+    samples = _samples(item, dataset, cfg, key, decoded, annotation)
+    return samples, _record(item, key, decoded, annotation, samples)
 
 
 def use_one_thread() -> None:

@@ -124,6 +124,14 @@ class IngestConfig(Strict):
     clip_frames: int | None = Field(None, gt=0, description="frames per clip; null = whole video")
     max_clips_per_video: int | None = Field(None, gt=0)
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per core")
+    max_failed_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="the stage fails (publishing nothing) when more than this share of the "
+        "inputs is skipped (undecodable, malformed annotation, too short for a clip); each "
+        "skipped input is listed in the manifest with its reason either way",
+    )
 
     @model_validator(mode="after")
     def _one_rate(self) -> IngestConfig:

@@ -10,8 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidssl.errors import VidsslError
 
-class VideoDecodeError(RuntimeError):
+#: Consecutive frames that may fail to decode before the declared end of a video: a damaged
+#: frame is skipped and decoding goes on; this many in a row means the rest is gone.
+MAX_CONSECUTIVE_FAILURES = 16
+
+
+class VideoDecodeError(VidsslError, RuntimeError):
     """A video that cannot be opened or yields no frame; the message names the file."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -25,6 +31,27 @@ class VideoInfo:
     frame_count: int
     width: int
     height: int
+
+
+@dataclass
+class DecodeStats:
+    """What one `decode` pass read, filled in as it goes, so a damaged video is recorded rather
+    than silently shortened: frames read (kept or not), frames that failed to decode before
+    the stream went on, and the frame count the container declares (0 if it does not say)."""
+
+    declared_frames: int = 0
+    read_frames: int = 0
+    failed_frames: int = 0
+
+    @property
+    def missing_frames(self) -> int:
+        """Declared frames neither read nor counted as failed: the lost tail of a truncated
+        file (or a container whose count is off). One frame of slack: MPEG-4 files often
+        declare one frame more than they decode."""
+        if self.declared_frames <= 0:
+            return 0
+        lost = self.declared_frames - self.read_frames - self.failed_frames
+        return lost if lost > 1 else 0
 
 
 @dataclass(frozen=True)
@@ -67,28 +94,40 @@ def keep_frame(index: int, source_fps: float, target_fps: float | None) -> bool:
 
 
 def decode(
-    path: str | Path, target_fps: float | None = None, stride: int | None = None
+    path: str | Path,
+    target_fps: float | None = None,
+    stride: int | None = None,
+    stats: DecodeStats | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Frames of `path` at about `target_fps` or 1 in `stride`; VideoDecodeError if none decode."""
+    """Frames of `path` at about `target_fps` or 1 in `stride`; VideoDecodeError if none decode.
+
+    A frame that fails to decode before the declared frame count is skipped (its index still
+    counts, so timestamps stay right) and decoding goes on, up to MAX_CONSECUTIVE_FAILURES in
+    a row; `stats` (if given) says how many frames were read, failed and declared."""
     info = probe(path)
+    stats = stats if stats is not None else DecodeStats()
+    stats.declared_frames = max(info.frame_count, 0)
     capture = open_capture(path)
-    decoded = 0
+    run = 0  # consecutive failures
     try:
         index = 0
         while True:
             keep = index % stride == 0 if stride else keep_frame(index, info.fps, target_fps)
-            if keep:
-                ok, image = capture.read()
-                if not ok or image is None:
+            ok, image = capture.read() if keep else (capture.grab(), None)
+            if not ok or (keep and image is None):
+                if index >= stats.declared_frames or run >= MAX_CONSECUTIVE_FAILURES:
                     break
-                decoded += 1
-                yield DecodedFrame(index, index / info.fps, image)
-            elif not capture.grab():
-                break
+                run += 1
+            else:
+                stats.failed_frames += run  # failures followed by a good frame: damaged frames
+                run = 0
+                stats.read_frames += 1
+                if keep:
+                    yield DecodedFrame(index, index / info.fps, image)
             index += 1
     finally:
         capture.release()
-    if decoded == 0:
+    if stats.read_frames == 0:
         raise VideoDecodeError(path, "no frame could be decoded (empty or corrupt video)")
 
 

@@ -47,8 +47,7 @@ def test_the_crafted_file_is_live_when_unpickled(tmp_path):
     marker = tmp_path / "ran"
     data = _crafted(marker)
     script = (
-        "import io, sys, torch; "
-        "torch.load(io.BytesIO(sys.stdin.buffer.read()), weights_only=False)"
+        "import io, sys, torch; torch.load(io.BytesIO(sys.stdin.buffer.read()), weights_only=False)"
     )
     subprocess.run([sys.executable, "-c", script], input=data, check=True, timeout=120)
     assert marker.exists()
