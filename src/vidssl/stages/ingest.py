@@ -80,7 +80,8 @@ def _pooled(tasks: list[tuple], workers: int) -> Iterator[VideoResult]:
     threads; the one thread already running, the attempt's lease heartbeat, only touches the
     store client, which a forked worker never uses (`S3Store.client` makes one per process), and
     logging re-creates its locks in a child. OpenCV runs single-threaded (use_one_thread), so
-    no worker inherits a busy thread pool. Pools started after a crash spawn, as upload threads may hold locks by then.
+    no worker inherits a busy thread pool. Pools started after a crash spawn, as upload threads
+    may hold locks by then.
     """
     pending = deque(tasks)
     context = multiprocessing.get_context("fork")
