@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -14,11 +13,8 @@ import time
 import pytest
 import yaml
 
-from vidssl.shards import read_manifest, verify_output
-from vidssl.shards.attempts import remove_dead_attempts
-from vidssl.store import open_store
-
 from ..conftest import write_video
+from .conftest import assert_only_the_output_is_left, forget_output, kill, shard_digests
 
 #: Rounds per test; raise it to hammer harder (the README's table quotes the default).
 ROUNDS = int(os.environ.get("VIDSSL_FAULT_ROUNDS", "6"))
@@ -66,21 +62,6 @@ def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
     return process.returncode, out.strip(), err
 
 
-def _shard_digests(store, url: str) -> list[str]:
-    manifest = read_manifest(store, store.key_of(url))
-    return [s.sha256 for split in manifest.splits.values() for s in split.shards]
-
-
-def _check_round(store, url: str, reference: list[str]) -> None:
-    prefix = store.key_of(url)
-    assert verify_output(store, prefix) == []
-    assert _shard_digests(store, url) == reference
-    remove_dead_attempts(store, prefix)  # what the next run would do: only the output is left
-    published = read_manifest(store, prefix).attempt
-    left = {info.key.removeprefix(prefix + "/").split("/")[:2][-1] for info in store.list(prefix)}
-    assert left == {published, "manifest.json"}, left
-
-
 def _reference(name: str, cwd) -> tuple[str, float]:
     started = time.monotonic()
     code, url, err = _finish(_start(name, cwd))
@@ -91,60 +72,43 @@ def _reference(name: str, cwd) -> tuple[str, float]:
 def test_kill_minus_nine_at_a_random_point_then_rerun(
     s3_store, experiment_dir, videos, tmp_path, tally
 ):
-    reference_url, seconds = _reference(
-        _experiment(experiment_dir, videos, s3_store.bucket, 90), tmp_path
-    )
-    reference = _shard_digests(s3_store, reference_url)
+    name = _experiment(experiment_dir, videos, s3_store.bucket, 90)
+    url, seconds = _reference(name, tmp_path)
+    reference = shard_digests(s3_store, url)
     rng = random.Random(0)
-    for round_ in range(ROUNDS):
-        name = _experiment(experiment_dir, videos, s3_store.bucket, 70 + round_)
+    killed = 0
+    for _ in range(ROUNDS):
+        forget_output(s3_store, url)
         victim = _start(name, tmp_path)
         time.sleep(rng.uniform(0.3, seconds))  # from start-up to the last shard and manifest
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        code, url, err = _finish(_start(name, tmp_path))
-        assert code == 0, err
-        # JPEG quality changes the bytes: compare against this round's own undisturbed run
-        _check_round(s3_store, url, _shard_digests(s3_store, url))
-        store_keys = {i.key for i in s3_store.list(s3_store.key_of(url))}
-        assert all("/leases/" not in key for key in store_keys)
-        tally(True)
-    assert reference  # the reference run itself published
+        was_running = kill(victim)
+        killed += was_running
+        code, rerun_url, err = _finish(_start(name, tmp_path))
+        assert code == 0 and rerun_url == url, err
+        assert shard_digests(s3_store, url) == reference  # byte for byte
+        assert_only_the_output_is_left(s3_store, url)
+        if was_running:
+            tally(True)
+    assert killed >= ROUNDS // 2  # most kills landed while the stage ran
 
 
 def test_two_identical_runs_side_by_side_one_killed_at_random(
     s3_store, experiment_dir, videos, tmp_path, tally
 ):
+    name = _experiment(experiment_dir, videos, s3_store.bucket, 50)
+    url, _ = _reference(name, tmp_path)
+    reference = shard_digests(s3_store, url)
     rng = random.Random(1)
     for round_ in range(ROUNDS):
-        name = _experiment(experiment_dir, videos, s3_store.bucket, 50 + round_)
-        reference_store = open_store(s3_store.base_url)
-        first, second = _start(name, tmp_path), _start(name, tmp_path)
-        kill = round_ % 2 == 1  # even rounds: both run to the end; odd: one dies on the way
-        if kill:
+        forget_output(s3_store, url)
+        pair = [_start(name, tmp_path), _start(name, tmp_path)]
+        killed = False
+        if round_ % 2:  # even rounds: both run to the end; odd: one dies on the way
             time.sleep(rng.uniform(0.3, 4.0))
-            rng.choice([first, second]).send_signal(signal.SIGKILL)
-        results = [_finish(first), _finish(second)]
-        finished = [r for r in results if r[0] == 0]
-        assert len(finished) == (1 if kill and any(r[0] == -9 for r in results) else 2), results
-        urls = {url for _, url, _ in finished}
-        assert len(urls) == 1
-        url = urls.pop()
-        _check_round(reference_store, url, _shard_digests(reference_store, url))
+            killed = kill(rng.choice(pair))
+        results = [_finish(process) for process in pair]
+        assert sum(code == 0 for code, _, _ in results) == (1 if killed else 2), results
+        assert {out for code, out, _ in results if code == 0} == {url}
+        assert shard_digests(s3_store, url) == reference
+        assert_only_the_output_is_left(s3_store, url)
         tally(True)
-
-
-def test_side_by_side_runs_produce_the_undisturbed_bytes(
-    s3_store, experiment_dir, videos, tmp_path
-):
-    """Shards published while another run wrote beside them equal a lone run's shards."""
-    lone_bucket = s3_store.bucket
-    name = _experiment(experiment_dir, videos, lone_bucket, 33)
-    lone_url, _ = _reference(name, tmp_path)
-    lone = _shard_digests(s3_store, lone_url)
-    s3_store.delete(f"{s3_store.key_of(lone_url)}/manifest.json")
-    remove_dead_attempts(s3_store, s3_store.key_of(lone_url))
-    first, second = _start(name, tmp_path), _start(name, tmp_path)
-    results = [_finish(first), _finish(second)]
-    assert all(code == 0 for code, _, _ in results), results
-    assert _shard_digests(s3_store, lone_url) == lone

@@ -1,10 +1,18 @@
 """`make bench-store`: shard write/read throughput against the S3 server, next to raw minio
 put_object/get_object of the same bytes in the same run, and the reader's peak memory for
-outputs of different shard counts (it streams, so the peak should not grow with them)."""
+outputs of different shard counts (it streams, so the peak should not grow with them).
+
+It also measures what the retry budget costs a healthy run: the same shard write and read with
+no retries (one attempt, the floor of the old bounded retries) and with the default budget
+(`vidssl.store.base.DEFAULT_RETRY_BUDGET_S`), in alternating order within each repeat. Without
+faults nothing is retried, so the two should match: the budget only changes how long a failing
+call waits, never a call that succeeds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import time
 import tracemalloc
@@ -13,6 +21,7 @@ import uuid
 from vidssl.bench import save_results
 from vidssl.shards import OutputWriter, read_split
 from vidssl.store import open_store
+from vidssl.store.base import RetryPolicy
 from vidssl.store.s3 import S3Store
 
 MB = 1 << 20
@@ -92,6 +101,13 @@ def bench_raw_get(store: S3Store, prefix: str, n: int) -> float:
     return time.perf_counter() - started
 
 
+def with_retry(store: S3Store, retry: RetryPolicy) -> S3Store:
+    """The same client (and connection pool) under another retry policy."""
+    other = copy.copy(store)
+    other.retry = retry
+    return other
+
+
 def reader_peak_memory(store: S3Store, prefix: str) -> float:
     """Peak Python heap (MB) while streaming every sample of the output at `prefix`."""
     tracemalloc.start()
@@ -100,6 +116,17 @@ def reader_peak_memory(store: S3Store, prefix: str) -> float:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / MB
+
+
+def _write_read(
+    store: S3Store, prefix: str, count: int, args: argparse.Namespace, read_s: list[float]
+) -> float:
+    """Shard write then verified read of `count` samples; the write's seconds (read's appended)."""
+    _, write_seconds = bench_write(store, prefix, count, args.sample_kb * 1024, args.shard_mb * MB)
+    n, read_seconds = bench_read(store, prefix)
+    assert n == count
+    read_s.append(read_seconds)
+    return write_seconds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,10 +144,20 @@ def main(argv: list[str] | None = None) -> dict:
     sample_bytes = args.sample_kb * 1024
     count = args.total_mb * MB // sample_bytes
     results: dict = {"samples": count, "sample_bytes": sample_bytes, "shard_mb": args.shard_mb}
+    no_retry = with_retry(store, RetryPolicy(budget_s=0))
     try:
         write_s, put_s, read_s, get_s = [], [], [], []
+        bare_write_s, bare_read_s = [], []
+
+        def without_retries(repeat: int) -> None:
+            prefix = f"{run}/n{repeat}"
+            bare_write_s.append(_write_read(no_retry, prefix, count, args, bare_read_s))
+
         for repeat in range(args.repeats):
             prefix = f"{run}/w{repeat}"
+            # The two policies take turns at going first, so drift favours neither.
+            if repeat % 2:
+                without_retries(repeat)
             manifest, seconds = bench_write(store, prefix, count, sample_bytes, args.shard_mb * MB)
             write_s.append(seconds)
             shard_keys = [f"{prefix}/{s.name}" for s in manifest.splits["train"].shards]
@@ -130,10 +167,18 @@ def main(argv: list[str] | None = None) -> dict:
             assert n == count
             read_s.append(seconds)
             get_s.append(bench_raw_get(store, f"{run}/raw{repeat}", len(blobs)))
+            if not repeat % 2:
+                without_retries(repeat)
         total_mb = sum(len(b) for b in blobs) / MB
-        best = {
-            k: min(v) for k, v in dict(write=write_s, put=put_s, read=read_s, get=get_s).items()
-        }
+        timings = dict(
+            write=write_s,
+            put=put_s,
+            read=read_s,
+            get=get_s,
+            bare_write=bare_write_s,
+            bare_read=bare_read_s,
+        )
+        best = {k: min(v) for k, v in timings.items()}
         results.update(
             shards=len(blobs),
             shard_bytes_total_mb=round(total_mb, 1),
@@ -146,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
         results["write_ratio"] = round(results["shard_write_mb_s"] / results["raw_put_mb_s"], 2)
         results["read_ratio"] = round(results["shard_read_mb_s"] / results["raw_get_mb_s"], 2)
+        results["retry_budget_s"] = store.retry.budget_s
+        results["no_retry_write_mb_s"] = round(total_mb / best["bare_write"], 1)
+        results["no_retry_read_mb_s"] = round(total_mb / best["bare_read"], 1)
 
         # Reader memory: same shard size, 4x more shards.
         peaks = {}
@@ -173,6 +221,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"{read_row}{results['shard_read_samples_s']:>12}{results['raw_get_mb_s']:>16}"
         f"{results['read_ratio']:>8}"
     )
+    print(f"{'healthy run, retries':24}{'write MB/s':>12}{'read MB/s':>12}")
+    print(
+        f"{'none (before)':24}{results['no_retry_write_mb_s']:>12}"
+        f"{results['no_retry_read_mb_s']:>12}"
+    )
+    budget_row = f"{results['retry_budget_s']:g} s budget (after)"
+    print(f"{budget_row:24}{results['shard_write_mb_s']:>12}{results['shard_read_mb_s']:>12}")
     print(
         "reader peak Python heap by shard count: "
         + ", ".join(f"{k} shards: {v} MB" for k, v in peaks.items())

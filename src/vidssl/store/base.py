@@ -1,4 +1,4 @@
-"""The object-store interface every stage uses, its errors, and bounded retries.
+"""The object-store interface every stage uses, its errors, and retries bounded by time.
 
 Two backends implement it: S3 through the minio SDK (`vidssl.store.s3`) and plain files
 (`vidssl.store.local`). Keys are `/`-separated paths inside one bucket (or root folder).
@@ -7,10 +7,11 @@ Two backends implement it: S3 through the minio SDK (`vidssl.store.s3`) and plai
 from __future__ import annotations
 
 import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, TypeVar
 
 log = logging.getLogger(__name__)
@@ -36,27 +37,76 @@ class ObjectInfo:
     size: int
 
 
+#: Seconds one store operation keeps retrying transient faults before it fails: long enough to
+#: ride out a restart of the store under a running stage (a local `store down` + `store up`
+#: takes about 5 s, a rescheduled server pod tens of seconds). `VIDSSL_S3_RETRY_BUDGET_S`
+#: overrides it (see `vidssl.store`).
+DEFAULT_RETRY_BUDGET_S = 60.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff: `attempts` tries, sleeping base, 2*base, ... between them."""
+    """Exponential backoff with jitter, bounded by a time budget rather than an attempt count.
 
-    attempts: int = 4
+    Only `TransientStoreError` (connection refused or reset, timeout, 5xx) is retried; any other
+    StoreError (wrong credentials, missing bucket or key) reaches the caller at once, since
+    waiting cannot fix it. A count of attempts says nothing about time: four quick refusals
+    used to end an operation 1.75 s into a store restart. A budget says how long an outage the
+    caller rides out, whatever the faults look like.
+
+    The sleep after failed attempt n is drawn from [d/2, d], d = min(max_delay_s,
+    base_delay_s * 2**(n-1)): backing off spares a server that is coming up, and the jitter
+    keeps a stage's many clients (ingest and DataLoader workers) from retrying in lockstep when
+    it is back. The budget is checked between attempts, so an operation ends at most one
+    attempt (bounded by the client's timeouts) after it runs out; the last sleep is cut short so
+    that one more try happens at the deadline. `budget_s=0` is a single attempt, no retries.
+    `clock`, `sleep` and `uniform` (a draw from [0, 1)) are there for tests.
+    """
+
+    budget_s: float = DEFAULT_RETRY_BUDGET_S
     base_delay_s: float = 0.25
     max_delay_s: float = 4.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    uniform: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+
+    def with_budget(self, budget_s: float) -> RetryPolicy:
+        return replace(self, budget_s=budget_s)
+
+    def delay(self, attempt: int) -> float:
+        """The jittered sleep after failed attempt `attempt` (1-based), before the budget cut."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(attempt - 1, 32))
+        return ceiling * (0.5 + 0.5 * self.uniform())
 
     def run(self, operation: Callable[[], T], describe: Callable[[], str]) -> T:
-        for attempt in range(1, self.attempts + 1):
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return operation()
             except TransientStoreError as exc:
-                if attempt == self.attempts:
+                elapsed = self.clock() - started
+                left = self.budget_s - elapsed
+                if left <= 0:
                     raise StoreError(
-                        f"{describe()}: gave up after {attempt} attempts: {exc}"
+                        f"{describe()}: gave up after {attempt} attempt"
+                        f"{'s' if attempt > 1 else ''} in {elapsed:.1f}s "
+                        f"(retry budget {self.budget_s:g}s): {exc}"
                     ) from None
-                delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-                log.warning("%s: %s; retrying in %.2fs", describe(), exc, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                delay = min(self.delay(attempt), left)
+                log.warning(
+                    "%s: %s; attempt %d failed %.1fs in, %.1fs of the %gs retry budget left; "
+                    "retrying in %.2fs",
+                    describe(),
+                    exc,
+                    attempt,
+                    elapsed,
+                    left,
+                    self.budget_s,
+                    delay,
+                )
+                self.sleep(delay)
 
 
 class ObjectStore(ABC):
@@ -85,6 +135,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def put_file(self, key: str, path: str) -> None:
         """Upload a local file (multipart for large ones)."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write `data` at `key` only if no object is there (atomically); False if one was."""
 
     @abstractmethod
     def get(self, key: str) -> bytes:
