@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup system-packages test test-faults lint perf-store store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -84,6 +84,8 @@ replicate: setup store-up
 
 bench-store: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.store
+
+perf-store: bench-store
 
 bench-ingest: setup data store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.ingest

@@ -74,6 +74,7 @@ def test_unreachable_store_is_one_clear_line(video_folder, experiment_dir, tmp_p
         "VIDSSL_S3_ENDPOINT": f"http://127.0.0.1:{port}",
         "VIDSSL_S3_ACCESS_KEY": "key",
         "VIDSSL_S3_SECRET_KEY": "secret",
+        "VIDSSL_S3_RETRY_BUDGET_S": "1",
     }
     result = _vidssl("ingest", "cli", env=env, cwd=tmp_path)
     assert result.returncode == 2

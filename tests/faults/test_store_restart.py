@@ -93,7 +93,7 @@ def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "retry budget" in r.getMessage()]
 
 
-def test_puts_gets_and_streams_ride_out_a_restart(server, caplog):
+def test_puts_gets_and_streams_ride_out_a_restart(server, caplog, tally):
     store = _client(server)
     restart = Restart(server)
     written: dict[str, str] = {}
@@ -136,9 +136,10 @@ def test_puts_gets_and_streams_ride_out_a_restart(server, caplog):
     assert _retries(caplog), "no operation met the outage; the test proved nothing"
     # Everything acknowledged before, during and after the outage is there and intact.
     assert {k: _sha(store.get(k)) for k in written} == written
+    tally(True)
 
 
-def test_a_stream_reads_back_intact_across_a_restart(server, caplog):
+def test_a_stream_reads_back_intact_across_a_restart(server, caplog, tally):
     store = _client(server)
     data = os.urandom(48 << 20)
     store.put("big", data)
@@ -156,6 +157,7 @@ def test_a_stream_reads_back_intact_across_a_restart(server, caplog):
     restart.check()
     assert digest.hexdigest() == _sha(data)
     assert any("connection lost at byte" in m for m in _retries(caplog))
+    tally(True)
 
 
 def _experiment(root: Path, bucket: str) -> Experiment:
@@ -175,7 +177,7 @@ def _experiment(root: Path, bucket: str) -> Experiment:
     )
 
 
-def test_ingest_rides_out_a_restart(server, tmp_path, monkeypatch, caplog):
+def test_ingest_rides_out_a_restart(server, tmp_path, monkeypatch, caplog, tally):
     """The store goes down while the stage is between its fourth and fifth video, with shards
     uploaded and more to come, and is back a few seconds later; the stage finishes and its
     output verifies against its manifest."""
@@ -202,6 +204,7 @@ def test_ingest_rides_out_a_restart(server, tmp_path, monkeypatch, caplog):
     store = _client(server)
     assert verify_output(store, store.key_of(output.url)) == []
     assert output.manifest.samples == 12 and not output.manifest.skipped
+    tally(True)
 
 
 def _tiny_training(store_uri: str) -> Experiment:
@@ -254,7 +257,7 @@ def _train(experiment: Experiment) -> dict:
     return load_state(store.get(store.key_of(output.model_url)), output.model_url)["encoder"]
 
 
-def test_training_rides_out_a_restart(server, tmp_path, monkeypatch, caplog):
+def test_training_rides_out_a_restart(server, tmp_path, monkeypatch, caplog, tally):
     """The store goes down after training step 2, mid-epoch with a shard stream open and the
     step-2 checkpoint still to write; training finishes with the weights of an undisturbed run
     (the stream resumed at the byte it had reached: same samples, same order)."""
@@ -280,3 +283,4 @@ def test_training_rides_out_a_restart(server, tmp_path, monkeypatch, caplog):
     assert weights.keys() == undisturbed.keys()
     for key, value in weights.items():
         assert torch.equal(value, undisturbed[key]), key
+    tally(True)

@@ -36,7 +36,12 @@ def count_split(store, prefix: str, split: str, expected: int) -> dict:  # type:
                 f"frames, its meta.json says {meta['num_frames']}"
             )
         for name in frame_fields:
-            decode_jpeg(sample[name])
+            try:
+                decode_jpeg(sample[name])
+            except ValueError as exc:
+                raise InputError(
+                    f"{sample['__url__']}: sample {sample['__key__']!r} {name}: {exc}"
+                ) from None
         samples += 1
         frames += len(frame_fields)
         categories[meta["category"]] += 1
