@@ -27,6 +27,7 @@ from vidssl.train.checkpoint_io import load_state
 from vidssl.train.trainer import Trainer
 
 from ..conftest import write_video
+from ..test_training import _experiment as tiny_experiment
 
 #: How long the server stays down between `stop` returning and `start` being called.
 DOWN_S = 3.0
@@ -208,43 +209,8 @@ def test_ingest_rides_out_a_restart(server, tmp_path, monkeypatch, caplog, tally
 
 
 def _tiny_training(store_uri: str) -> Experiment:
-    """A few CPU steps on synthetic clips (as in tests/test_training.py), checkpointing."""
-    return Experiment.model_validate(
-        {
-            "name": "tiny",
-            "pipeline": "siampose",
-            "store": {"uri": store_uri},
-            "dataset": {
-                "name": "tiny",
-                "source": {
-                    "kind": "synthetic_objectron",
-                    "videos_per_class": 4,
-                    "frames": 30,
-                    "width": 64,
-                    "height": 80,
-                    "categories": ["cup", "laptop", "shoe"],
-                },
-                "val_fraction": 0.4,
-            },
-            "ingest": {"frame_stride": 3, "workers": 1},
-            "shards": {"max_samples": 4},
-            "train": {
-                "backbone": "resnet_small",
-                "image_size": 32,
-                "batch_size": 8,
-                "projection_dim": 64,
-                "predictor_dim": 16,
-                "base_lr": 0.5,
-                "epochs": 2,
-                "warmup_epochs": 1,
-                "steps_per_epoch": 4,
-                "loader_workers": 0,
-                "checkpoint_every": 2,
-                "shuffle_buffer": 8,
-                "examples_per_clip": 1,
-            },
-        }
-    )
+    """A few CPU steps on synthetic clips (tests/test_training.py's), checkpointing."""
+    return tiny_experiment(store_uri, steps_per_epoch=4)
 
 
 def _train(experiment: Experiment) -> dict:
