@@ -10,7 +10,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from vidssl.config import ConfigError, load_experiment
+from vidssl.config import load_experiment
 from vidssl.errors import VidsslError
 from vidssl.store import StoreError
 
@@ -261,7 +261,7 @@ def store_ls(
 
 
 #: Errors about the user's inputs, files or store: one line naming the culprit, exit status 2.
-USER_ERRORS = (VidsslError, ConfigError, StoreError, FileNotFoundError)
+USER_ERRORS = (VidsslError, FileNotFoundError)
 
 
 def run(argv: list[str] | None = None) -> None:

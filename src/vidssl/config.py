@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vidssl.errors import VidsslError
+
 #: Where `load_experiment("name")` looks; relative to the working directory unless absolute.
 EXPERIMENTS_DIR_ENV = "VIDSSL_EXPERIMENTS_DIR"
 DEFAULT_EXPERIMENTS_DIR = "pipelines/experiments"
@@ -21,7 +23,7 @@ DEFAULT_EXPERIMENTS_DIR = "pipelines/experiments"
 STORE_URI_ENV = "VIDSSL_STORE_URI"
 
 
-class ConfigError(ValueError):
+class ConfigError(VidsslError, ValueError):
     """An experiment file that cannot be used; the message names the file and the key."""
 
 

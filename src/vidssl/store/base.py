@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, TypeVar
 
+from vidssl.errors import VidsslError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class StoreError(RuntimeError):
+class StoreError(VidsslError, RuntimeError):
     """A store operation failed for good; the message names endpoint, bucket and key."""
 
 
