@@ -83,12 +83,13 @@ def synth_objectron(
     console.print(f"{len(truths)} videos in {out} ({defects} with recorded defects)")
 
 
-@app.command()
+@synth_app.command("run")
 def synth(
     experiment: str = typer.Argument(..., help="Experiment with a synthetic_objectron source."),
     force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
 ) -> None:
-    """The synth stage: generate the experiment's synthetic data into the store; prints its URL."""
+    """The synth stage: generate the experiment's synthetic data into the store; prints the URL
+    of its raw folder (what `vidssl ingest EXP --source-url` takes)."""
     from vidssl.stages import synth as stage
 
     console.print(stage.raw_url(stage.run(load_experiment(experiment), force=force)))
