@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from vidssl.shards.manifest import MANIFEST_NAME, Manifest, manifest_key
+from vidssl.shards.manifest import MANIFEST_NAME, Manifest, manifest_key, read_manifest
 from vidssl.store import ObjectStore, StoreError, StoreKeyNotFound
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,14 @@ class Attempt:
             self.store.delete(_lease_key(self.output_prefix, self.id))
         except StoreError as exc:  # it expires on its own
             log.warning("attempt %s: lease not removed: %s", self.id, exc)
+
+    def publish(self, manifest: Manifest, *, replace: bool) -> Manifest | None:
+        """Publish this attempt's output (see `publish`); None when it is the output now, else
+        the manifest another attempt published first (this attempt's objects are removed)."""
+        if publish(self.store, self.output_prefix, manifest, replace=replace):
+            return None
+        self.discard()
+        return read_manifest(self.store, self.output_prefix)
 
     def discard(self) -> int:
         """Remove this attempt's objects (it failed, or another attempt published first)."""

@@ -21,7 +21,6 @@ from vidssl.shards.attempts import (
     ATTEMPTS_DIR,
     Attempt,
     live_attempts,
-    publish,
     remove_dead_attempts,
 )
 from vidssl.store import ObjectStore, open_store
@@ -122,9 +121,8 @@ def run_cached(
             attempt.discard()
             raise
         previous = find_manifest(store, prefix) if force else None
-        if not publish(store, prefix, manifest, replace=force):
-            attempt.discard()
-            winner = read_manifest(store, prefix)
+        winner = attempt.publish(manifest, replace=force)
+        if winner is not None:
             log.info("%s: attempt %s published %s first; using it", spec.name, winner.attempt, url)
             return StageOutput(url, winner, cached=True)
     if previous is not None:

@@ -15,12 +15,11 @@ import torch
 from vidssl import __version__
 from vidssl.config import Experiment
 from vidssl.errors import InputError
-from vidssl.shards import Manifest, find_manifest, read_manifest
+from vidssl.shards import Manifest, find_manifest
 from vidssl.shards.attempts import (
     Attempt,
     attempt_prefix,
     dead_attempts,
-    publish,
     remove_dead_attempts,
 )
 from vidssl.stages.base import StageSpec, input_manifest, stage_digest, store_for
@@ -154,9 +153,8 @@ def run(
                 "model": store.url(model_key),
             },
         )
-        if not publish(store, prefix, manifest, replace=force):
-            attempt.discard()
-            winner = read_manifest(store, prefix)
+        winner = attempt.publish(manifest, replace=force)
+        if winner is not None:
             log.info("train: attempt %s published %s first; using it", winner.attempt, url)
             return TrainOutput(url, winner, cached=True)
     remove_dead_attempts(store, prefix)  # the runs resumed from, and any replaced by --force
