@@ -359,6 +359,10 @@ def test_a_port_in_time_wait_counts_as_free():
 
 def test_a_stale_pid_file_never_signals_another_process(tmp_path):
     other = subprocess.Popen(["sleep", "60"])  # alive under the pid, but not our server
+    cmdline = Path(f"/proc/{other.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until its exec is done: an empty cmdline counts as a starting server
     try:
         (tmp_path / "weed.pid").write_text(str(other.pid))
         assert seaweed.stop(tmp_path) is None
