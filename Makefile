@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test test-faults lint perf-store store-up store-down pipeline-compile pipeline-run report sweep replicate data bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -20,7 +20,8 @@ help:
 	@echo "make report [EXP=$(EXP)] [RUN=<run id>]            copy a run's report to build/reports/"
 	@echo "make sweep SWEEP=demo                             variants of an experiment, scored on val"
 	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2']          test 3D mAP over training seeds, bootstrap CIs"
-	@echo "make setup | lint | store-up | store-down | pipeline-compile | data | bench-store | bench-ingest | bench-train | bench-eval"
+	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
+	@echo "make perf-store | perf-ingest | perf-train | perf-eval    speed benchmarks (build/perf/)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP)
@@ -82,26 +83,31 @@ SEEDS ?= 0 1 2
 replicate: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.replicate $(EXP) --seeds $(SEEDS)
 
-bench-store: setup store-up
-	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.store
+# Speed benchmarks (vidssl.perf): each prints its numbers and writes build/perf/<name>.json.
+perf-store: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.store
 
-perf-store: bench-store
+perf-ingest: setup data store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.ingest
 
-bench-ingest: setup data store-up
-	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.ingest
+perf-train: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.train
 
-bench-train: setup store-up
-	$(WITH_STORE_ENV) $(PY) -m vidssl.bench.train
+perf-eval: setup
+	$(PY) -m vidssl.perf.eval
 
-bench-eval: setup
-	$(PY) -m vidssl.bench.eval
+# Deprecated aliases of the perf-* targets, kept for one release ("bench" now names the
+# representation benchmarks alone: the bench stage, `vidssl bench`).
+bench-store bench-ingest bench-train bench-eval: bench-%:
+	@echo "$@ is a deprecated alias of perf-$* (removed in the next release)"
+	@$(MAKE) --no-print-directory perf-$*
 
-# The pose-curve experiment's data (vidssl.bench.siampose_curve): the experiment's cleaned frames
+# The pose-curve experiment's data (vidssl.perf.siampose_curve): the experiment's cleaned frames
 # and records, to carry to a GPU machine; the stages run in this process on a file:// store.
 SIAMPOSE_CURVE_DIR := build/siampose-curve
 siampose-curve-data: setup
 	VIDSSL_STORE_URI=file://$(abspath $(SIAMPOSE_CURVE_DIR))/store \
-		$(PY) -m vidssl.bench.siampose_curve prepare $(EXP) --out $(SIAMPOSE_CURVE_DIR)/data
+		$(PY) -m vidssl.perf.siampose_curve prepare $(EXP) --out $(SIAMPOSE_CURVE_DIR)/data
 
 clean: store-down
 	rm -rf build local_outputs

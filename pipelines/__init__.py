@@ -1,14 +1,2 @@
-"""KFP pipelines, one builder per `pipeline:` name an experiment can ask for."""
-
-from collections.abc import Callable
-
-from vidssl.config import Experiment
-
-PipelineBuilder = Callable[[Experiment], Callable]
-
-
-def builder(name: str) -> PipelineBuilder:
-    from pipelines import ingest, siampose
-
-    builders: dict[str, PipelineBuilder] = {"ingest": ingest.build, "siampose": siampose.build}
-    return builders[name]
+"""KFP pipelines: one generic pipeline (`pipelines.experiment.build`) whose tasks come from the
+experiment's stage graph, its runner (`pipelines.run`) and the cluster settings of its tasks."""

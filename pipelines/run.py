@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kfp import compiler
 
-from pipelines import builder
+from pipelines.experiment import build
 from vidssl.config import ConfigError, Experiment, load_experiment
 from vidssl.run_reports import fetch_report
 from vidssl.stages.base import store_for
@@ -27,7 +27,7 @@ BUILD_DIR = Path("build")
 def compile_experiment(experiment: Experiment, out_dir: Path = BUILD_DIR / "pipelines") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     package = out_dir / f"{experiment.name}.yaml"
-    compiler.Compiler().compile(builder(experiment.pipeline)(experiment), str(package))
+    compiler.Compiler().compile(build(experiment), str(package))
     return package
 
 
@@ -39,7 +39,7 @@ def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(BUILD_DIR / "local_outputs"),
     )
-    pipeline = builder(experiment.pipeline)(experiment)
+    pipeline = build(experiment)
     result = pipeline(run_id=run_id, force=force)
     return result.output
 

@@ -93,3 +93,67 @@ def experiment_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory.mkdir()
     monkeypatch.setenv("VIDSSL_EXPERIMENTS_DIR", str(directory))
     return directory
+
+
+#: The experiment tests start from (`make_experiment`): tiny synthetic Objectron-format data and a
+#: training run of a few steps of SimSiam on a small ResNet at 32 px.
+TINY_EXPERIMENT = {
+    "name": "tiny",
+    "dataset": {
+        "name": "tiny",
+        "source": {
+            "kind": "synthetic_objectron",
+            "videos_per_class": 4,
+            "frames": 30,
+            "width": 64,
+            "height": 80,
+            "categories": ["cup", "laptop", "shoe"],
+        },
+        "val_fraction": 0.4,
+    },
+    "ingest": {"frame_stride": 3, "workers": 1},
+    "shards": {"max_samples": 4},
+    "train": {
+        "method": {"kind": "simsiam", "projection_dim": 64, "predictor_dim": 16},
+        # One random pair per clip visit: with an 8-example buffer, `all` would fill the tiny
+        # batches with one or two videos' pairs (tests/test_samplers.py covers `all`).
+        "sampler": {"kind": "pairs", "pairing": "nearby", "examples_per_clip": 1},
+        "optimizer": {"base_lr": 0.5, "warmup_epochs": 1},
+        "backbone": "resnet_small",
+        "image_size": 32,
+        "batch_size": 8,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "loader_workers": 0,
+        "checkpoint_every": 2,
+        "shuffle_buffer": 8,
+    },
+}
+
+
+def build_experiment(store_uri: str, settings: dict | None = None, **paths: object):
+    """TINY_EXPERIMENT on `store_uri`, merged with `settings` (nested, as in an experiment file:
+    a mapping with another `kind` replaces the base's) and then `paths` (`train__epochs=3` sets
+    train.epochs). `settings={"train": None}` drops a section."""
+    from vidssl.config import merge_settings, parse_experiment
+
+    raw = merge_settings(TINY_EXPERIMENT, {"store": {"uri": store_uri}, **(settings or {})})
+    for path, value in paths.items():
+        *parents, leaf = path.split("__")
+        node = raw
+        for part in parents:
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[leaf] = value
+    return parse_experiment({k: v for k, v in raw.items() if v is not None}, source="test")
+
+
+@pytest.fixture
+def make_experiment(tmp_path: Path):
+    """The one factory tests build experiments with: `make_experiment(settings, **paths)` on a
+    fresh `file://` store under tmp_path (`store_uri=` for another, e.g. the S3 fixture's)."""
+
+    def make(settings: dict | None = None, store_uri: str | None = None, **paths: object):
+        return build_experiment(store_uri or f"file://{tmp_path / 'store'}", settings, **paths)
+
+    return make

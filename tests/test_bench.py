@@ -29,7 +29,6 @@ def test_whole_frame_data_gets_retrieval_recall(tmp_path):
     experiment = Experiment.model_validate(
         {
             "name": "retrieval",
-            "pipeline": "siampose",
             "store": {"uri": f"file://{tmp_path / 'store'}"},
             "dataset": {
                 "name": "frames",
@@ -52,17 +51,17 @@ def test_whole_frame_data_gets_retrieval_recall(tmp_path):
 
 
 def test_paper_rows_are_those_of_the_runs_configuration():
-    nearby_lc = paper_rows({"objective": "simsiam", "pairing": "nearby", "augmentation": "lc_px"})
+    nearby_lc = paper_rows({"method": "simsiam", "pairing": "nearby", "augmentation": "lc_px"})
     assert next(iter(nearby_lc)) == "SimSiam, nearby pairs, lc_px (Table 5)"
     assert nearby_lc["SimSiam, nearby pairs, lc_px (Table 5)"] == (95.7, 0.53, 0.69)
     # The demo's NT-Xent with ultra-light crops is no row of the paper: only the random rows.
-    demo = paper_rows({"objective": "ntxent", "pairing": "nearby", "augmentation": "ulc_px"})
+    demo = paper_rows({"method": "ntxent", "pairing": "nearby", "augmentation": "ulc_px"})
     assert list(demo) == [
         "random embeddings (Tables 1-2)",
         "random fit (Tables 1-2)",
         "random in-category fit (Tables 1-2)",
     ]
-    ntxent = paper_rows({"objective": "ntxent", "pairing": "nearby", "augmentation": "full"})
+    ntxent = paper_rows({"method": "ntxent", "pairing": "nearby", "augmentation": "full"})
     assert ntxent["ntxent, nearby, full (Table 2)"] == (96.36, 0.63, 0.64)
 
 

@@ -101,7 +101,6 @@ def defective(file_store) -> tuple[Experiment, object, object]:
     experiment = Experiment.model_validate(
         {
             "name": "c",
-            "pipeline": "siampose",
             "store": {"uri": file_store.base_url},
             "dataset": {
                 "name": "s",
@@ -178,7 +177,6 @@ def test_clean_refuses_clips_without_annotations(file_store, video_folder):
     experiment = Experiment.model_validate(
         {
             "name": "c",
-            "pipeline": "ingest",
             "store": {"uri": file_store.base_url},
             "dataset": {"name": "f", "source": {"kind": "folder", "root": str(video_folder)}},
             "ingest": {"workers": 1},

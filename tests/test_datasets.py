@@ -40,7 +40,6 @@ def _experiment(store_uri: str, source: dict, **ingest_cfg) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "t",
-            "pipeline": "ingest",
             "store": {"uri": store_uri},
             "dataset": {"name": "d", "source": source, "val_fraction": 0.3},
             "ingest": {"workers": 1, **ingest_cfg},

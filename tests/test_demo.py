@@ -23,7 +23,7 @@ def test_demo_beats_random_embeddings_and_random_in_category_fit_over_seeds(
 ):
     monkeypatch.setenv("VIDSSL_STORE_URI", f"file://{tmp_path}")
     demo = load_experiment("siampose_synthetic")
-    assert demo.train.pairing == "nearby"
+    assert demo.train.sampler.pairing == "nearby"
     results = [run_seed(demo, seed) for seed in SEEDS]
     with capsys.disabled():
         print("\n" + table(results))

@@ -17,7 +17,6 @@ def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "t",
-            "pipeline": "ingest",
             "store": {"uri": store_uri},
             "dataset": {
                 "name": "gen",

@@ -123,3 +123,20 @@ def test_category_mean_hit_rate_weights_queries():
     assert category_mean_hit_rate(
         hits, categories, np.array([3.0, 1.0, 1.0, 0.0])
     ) == pytest.approx(0.875)
+
+
+def test_knn_accuracy_takes_the_benchmarks_neighbours_ties_included():
+    import torch
+
+    from vidssl.train.embed import knn_accuracy
+
+    # Two identical training embeddings: the bench's 1-NN (the lower index) decides, as for
+    # every nearest-neighbour score; of classes with as many votes, the nearer wins.
+    train = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    query = torch.tensor([[1.0, 0.0]])
+    (indices, _), *_ = nearest_neighbours(query.numpy(), train.numpy(), k=1)
+    assert indices[0, 0] == 0
+    assert knn_accuracy(train, ["a", "b", "c"], query, ["a"], k=1) == 1.0
+    assert knn_accuracy(train, ["b", "a", "c"], query, ["a"], k=1) == 0.0
+    near = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    assert knn_accuracy(near, ["b", "a", "c"], query, ["b"], k=2) == 1.0  # a vote each: nearest

@@ -1,4 +1,4 @@
-"""Losses against hand-computed values, the stop-gradient, view samplers and presets."""
+"""Losses against hand-computed values, the stop-gradient, methods, samplers and presets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from vidssl.config import (
+    FramesSampler,
+    PairsSampler,
+    SimSiamMethod,
+    TemporalSampler,
+    TrainConfig,
+    TripletsSampler,
+)
 from vidssl.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,17 +27,31 @@ from vidssl.train.augment import (
     normalize,
     view_transform,
 )
-from vidssl.train.backbones import build_backbone
-from vidssl.train.objectives.ntxent import nt_xent_loss
-from vidssl.train.objectives.simsiam import SimSiam, negative_cosine, simsiam_loss
-from vidssl.train.objectives.tcn import triplet_loss
-from vidssl.train.views import (
-    anchor_positions,
-    crop_with_padding,
-    examples_per_epoch,
-    sample_frames,
-    shared_crop_window,
-)
+from vidssl.train.losses import negative_cosine, nt_xent, simsiam_loss, triplet_margin
+from vidssl.train.methods import build_method
+from vidssl.train.samplers import build_sampler
+from vidssl.train.views import crop_with_padding, shared_crop_window
+
+nt_xent_loss, triplet_loss = nt_xent, triplet_margin
+
+
+def sample_frames(pairing, num_frames, rng, offset=1, anchor=None):  # type: ignore[no-untyped-def]
+    """One example's frames from the sampler the experiment names (pairs, or TCN triplets)."""
+    if pairing == "tcn":
+        return build_sampler(TripletsSampler()).positions(num_frames, rng, anchor)
+    sampler = build_sampler(PairsSampler(pairing=pairing, nearby_offset=offset))
+    return sampler.positions(num_frames, rng, anchor)
+
+
+def anchor_positions(pairing, num_frames, offset=1):  # type: ignore[no-untyped-def]
+    if pairing == "tcn":
+        return build_sampler(TripletsSampler()).anchors(num_frames)
+    return build_sampler(PairsSampler(pairing=pairing, nearby_offset=offset)).anchors(num_frames)
+
+
+def examples_per_epoch(pairing, frames, clips, offset=1):  # type: ignore[no-untyped-def]
+    sampler = build_sampler(PairsSampler(pairing=pairing, nearby_offset=offset))
+    return sampler.examples_per_epoch(frames, clips)
 
 
 def test_negative_cosine_by_hand():
@@ -55,12 +77,14 @@ def test_no_gradient_through_the_stop_gradient_branch():
 
 def test_simsiam_model_trains_encoder_through_the_predictor_side_only():
     torch.manual_seed(0)
-    encoder, dim = build_backbone("resnet_small")
-    model = SimSiam(encoder, dim, 64, 16)
-    x = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
-    loss, z = model(x)
-    assert not z.requires_grad
-    loss.backward()
+    cfg = TrainConfig(
+        backbone="resnet_small", method=SimSiamMethod(projection_dim=64, predictor_dim=16)
+    )
+    model = build_method(cfg)
+    x = {"first": torch.randn(4, 3, 32, 32), "second": torch.randn(4, 3, 32, 32)}
+    losses, z = model(x)
+    assert list(losses) == ["simsiam"] and not z.requires_grad
+    losses["simsiam"].backward()
     assert model.projector[0].weight.grad.abs().sum() > 0
     assert model.predictor[0].weight.grad.abs().sum() > 0
 
@@ -181,13 +205,15 @@ def test_one_flip_decision_per_example():
     assert {bool(a[0, 0, 0] == 2) for a, _ in flipped} == {True, False}
 
 
-def test_every_pair_stream_yields_each_pair_of_a_visit_once_and_mixes_clips():
+def test_all_examples_stream_yields_each_pair_of_a_visit_once_and_mixes_clips():
     import json
 
     from vidssl.config import TrainConfig
     from vidssl.train.data import TrainingExamples
 
-    cfg = TrainConfig(pairing="nearby", shuffle_buffer=6, examples_per_clip="every_pair")
+    cfg = TrainConfig(
+        sampler=PairsSampler(pairing="nearby", examples_per_clip="all"), shuffle_buffer=6
+    )
     stream = TrainingExamples("file:///unused", "unused", cfg, epoch=0)
     clips = [{"__key__": k, "meta.json": json.dumps({"num_frames": n})} for k, n in
              (("a", 4), ("b", 5), ("c", 3))]  # fmt: skip
@@ -200,3 +226,35 @@ def test_every_pair_stream_yields_each_pair_of_a_visit_once_and_mixes_clips():
     )  # 3 + 4 + 2 consecutive pairs, each once
     first_six = [sample["__key__"] for sample, _, _ in examples[:6]]
     assert len(set(first_six)) >= 2  # the buffer mixes clips
+
+
+def test_frames_sampler_takes_three_uniformly_spaced_frames_twice():
+    sampler = build_sampler(FramesSampler())
+    assert sampler.anchors(31) == [0, 15, 30] and sampler.anchors(2) == [0, 1]
+    rng = random.Random(0)
+    assert all(a == b for a, b in (sampler.positions(31, rng, None) for _ in range(50)))
+    assert sampler.epoch_examples(frames=40, clips=4) == 12
+
+
+def test_temporal_pairs_are_i_and_i_plus_k_with_i_a_multiple_of_k():
+    sampler = build_sampler(TemporalSampler(offset=3))
+    assert sampler.min_frames == 4
+    assert sampler.anchors(10) == [0, 3, 6]  # (0,3) (3,6) (6,9); 9 has no partner
+    rng = random.Random(0)
+    for _ in range(100):
+        i, j = sampler.positions(10, rng, None)
+        assert i % 3 == 0 and j == i + 3 < 10
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        sampler.positions(3, rng, None)
+
+
+def test_a_method_and_a_sampler_that_disagree_on_views_are_one_config_error():
+    from vidssl.config import ConfigError, parse_experiment
+
+    raw = {
+        "name": "x",
+        "dataset": {"name": "x", "source": {"kind": "folder", "root": "/videos"}},
+        "train": {"method": "tcn", "sampler": {"kind": "pairs"}},
+    }
+    with pytest.raises(ConfigError, match=r"tcn reads the views .*anchor.*pairs gives"):
+        parse_experiment(raw)

@@ -1,8 +1,10 @@
-"""KFP: the smoke pipeline compiles to a package kfp can load, carrying the cluster settings,
-and runs end to end through kfp.local against the real S3 server."""
+"""KFP: the one pipeline compiles to a package kfp can load, carrying the cluster settings, with
+the tasks its experiment's stage graph asks for, and runs end to end through kfp.local against
+the real S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +23,6 @@ def _experiment(root) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "smoke-test",
-            "pipeline": "ingest",
             "dataset": {
                 "name": "gen",
                 "source": {"kind": "folder", "root": str(root)},
@@ -94,13 +95,12 @@ def test_smoke_pipeline_runs_locally_against_s3(s3_store, video_folder, tmp_path
     assert sum(split["samples"] for split in counts["splits"].values()) == 3
 
 
-def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, monkeypatch):
+def test_training_pipeline_runs_synth_to_bench_locally(s3_store, tmp_path, monkeypatch):
     monkeypatch.setenv("VIDSSL_STORE_URI", s3_store.base_url)
     monkeypatch.chdir(tmp_path)
     experiment = Experiment.model_validate(
         {
             "name": "siampose-test",
-            "pipeline": "siampose",
             "dataset": {
                 "name": "synthetic",
                 "source": {
@@ -114,13 +114,13 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
             },
             "ingest": {"frame_stride": 5, "workers": 1},
             "train": {
+                "method": {"kind": "simsiam", "projection_dim": 32, "predictor_dim": 8},
+                "sampler": {"kind": "pairs", "pairing": "nearby"},
+                "optimizer": {"warmup_epochs": 1},
                 "backbone": "resnet_small",
                 "image_size": 32,
                 "batch_size": 4,
-                "projection_dim": 32,
-                "predictor_dim": 8,
                 "epochs": 2,
-                "warmup_epochs": 1,
                 "steps_per_epoch": 2,
                 "loader_workers": 0,
                 "shuffle_buffer": 4,
@@ -157,6 +157,15 @@ def test_siampose_pipeline_runs_synth_ingest_clean_locally(s3_store, tmp_path, m
         if i.key.endswith("manifest.json")
     }
     assert len(exports) == 2  # the trained encoder and the random baseline
+    # The bench got both exports through its one mapping, and logs their KFP metrics.
+    (bench_output,) = tmp_path.glob("build/local_outputs/vidssl-siampose-test-*/bench")
+    executor = json.loads((bench_output / "executor_output.json").read_text())
+    logged = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert set(logged) == {
+        f"{tag}_{name}"
+        for tag in ("nearby", "random")
+        for name in ("3d_map", "iou_over_0.5_pooled", "reid_map", "category_accuracy")
+    }
 
 
 def test_cli_synth_objectron_writes_the_layout(tmp_path):
@@ -166,8 +175,7 @@ def test_cli_synth_objectron_writes_the_layout(tmp_path):
             sys.executable,
             "-m",
             "vidssl.cli",
-            "synth",
-            "objectron",
+            "synth-objectron",
             "--out",
             str(out),
             "--videos-per-class",
@@ -202,4 +210,81 @@ def test_every_shipped_experiment_compiles(tmp_path):
         assert (
             components.load_component_from_file(str(package)).name
             == f"vidssl-{path.stem.replace('_', '-')}"
+        )
+
+
+def _compiled_tasks(name: str, tmp_path) -> dict[str, dict]:
+    """The compiled pipeline's tasks of a shipped experiment, by display name."""
+    from vidssl.config import load_experiment
+
+    package = compile_experiment(
+        load_experiment(str(REPO_ROOT / "pipelines" / "experiments" / f"{name}.yaml")), tmp_path
+    )
+    tasks = next(yaml.safe_load_all(package.read_text()))["root"]["dag"]["tasks"]
+    return {task["taskInfo"]["name"]: {"key": key, **task} for key, task in tasks.items()}
+
+
+def test_training_experiment_compiles_to_the_whole_graph(tmp_path):
+    tasks = _compiled_tasks("siampose_synthetic", tmp_path)
+    assert set(tasks) == {
+        "synth", "ingest", "clean", "inspect", "train", "export", "export-random", "bench",
+    }  # fmt: skip
+    bench = tasks["bench"]
+    # The bench reads one mapping, label -> embeddings URL, filled from the export tasks.
+    exports = bench["inputs"]["parameters"]["exports"]["runtimeValue"]["constant"]
+    assert set(exports) == {"nearby (ntxent)", "random embeddings"}
+    assert set(bench["dependentTasks"]) >= {tasks["export"]["key"], tasks["export-random"]["key"]}
+    assert tasks["ingest"]["dependentTasks"] == [tasks["synth"]["key"]]
+    assert tasks["train"]["dependentTasks"] == [tasks["clean"]["key"]]
+
+
+def test_experiment_without_training_compiles_to_its_data_stages(tmp_path):
+    assert set(_compiled_tasks("smoke", tmp_path)) == {"ingest", "inspect"}
+    assert set(_compiled_tasks("objectron", tmp_path)) == {"ingest", "clean", "inspect"}
+
+
+def test_stage_graph_comes_from_the_source_and_the_train_section():
+    from vidssl.config import load_experiment
+    from vidssl.stages.graph import ExportPlan, stage_graph
+
+    experiments = REPO_ROOT / "pipelines" / "experiments"
+    synthetic = stage_graph(load_experiment(str(experiments / "siampose_synthetic.yaml")))
+    assert synthetic.data_stages == ("synth", "ingest", "clean") and synthetic.trains
+    assert synthetic.exports == (
+        ExportPlan("nearby (ntxent)"),
+        ExportPlan("random embeddings", "random"),
+    )
+    assert [p.task_name for p in synthetic.exports] == ["export", "export-random"]
+    tcn = stage_graph(load_experiment(str(experiments / "siampose_objectron_tcn.yaml")))
+    assert tcn.data_stages == ("ingest", "clean") and tcn.exports[0].label == "triplets (tcn)"
+    ucf = stage_graph(load_experiment(str(experiments / "ucf101.yaml")))
+    assert ucf.data_stages == ("ingest",) and not ucf.trains and ucf.exports == ()
+
+
+def test_prepared_clips_runs_the_data_stages_in_process(tmp_path, monkeypatch):
+    from vidssl.stages.prepare import prepared_clips
+    from vidssl.store import open_store
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("VIDSSL_STORE_URI", store.base_url)
+    source = {
+        "kind": "synthetic_objectron",
+        "videos_per_class": 2,
+        "frames": 20,
+        "width": 48,
+        "height": 64,
+        "categories": ["cup", "laptop"],
+    }
+    experiment = Experiment.model_validate(
+        {
+            "name": "prepared",
+            "dataset": {"name": "synthetic", "source": source},
+            "ingest": {"frame_stride": 5, "workers": 1},
+        }
+    )
+    clips_url = prepared_clips(experiment)  # synth -> ingest -> clean
+    assert clips_url.startswith(store.url("datasets/synthetic/clean/"))
+    for stage in ("synth", "ingest"):
+        assert any(
+            i.key.endswith("/manifest.json") for i in store.list(f"datasets/synthetic/{stage}/")
         )

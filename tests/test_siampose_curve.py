@@ -1,4 +1,4 @@
-"""The pose-curve experiment (vidssl.bench.siampose_curve) on the CPU: the batched view
+"""The pose-curve experiment (vidssl.perf.siampose_curve) on the CPU: the batched view
 augmentations of vidssl.train.gpu_augment, then prepare -> train -> plot -> sweep on a tiny
 synthetic experiment, the train phase in a process where the packages the GPU machine lacks
 cannot be imported."""
@@ -17,7 +17,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from vidssl.bench import siampose_curve as curve
+from vidssl.perf import siampose_curve as curve
 from vidssl.train import gpu_augment as aug
 from vidssl.train.augment import eval_transform
 from vidssl.train.data import object_crop, to_tensor
@@ -25,7 +25,6 @@ from vidssl.train.views import crop_with_padding, shared_crop_window
 
 TINY_EXPERIMENT = """
 name: tiny_curve
-pipeline: siampose
 dataset:
   name: tiny-curve
   source:
@@ -60,7 +59,7 @@ class Unavailable(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} cannot be imported on the GPU machine")
 
 sys.meta_path.insert(0, Unavailable())
-from vidssl.bench.siampose_curve import main
+from vidssl.perf.siampose_curve import main
 
 main(sys.argv[1:])
 """

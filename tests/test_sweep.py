@@ -5,48 +5,61 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from vidssl.config import ConfigError
+from vidssl.config import ConfigError, merge_settings
 from vidssl.sweep import load_sweep, main, with_overrides
 
-TINY = {
-    "name": "tiny",
-    "pipeline": "siampose",
-    "dataset": {
-        "name": "tiny-synthetic",
-        "source": {
-            "kind": "synthetic_objectron",
-            "videos_per_class": 3,
-            "frames": 20,
-            "width": 64,
-            "height": 80,
-            "categories": ["cup", "laptop"],
-        },
-        "val_fraction": 0.5,
-    },
-    "ingest": {"frame_stride": 5, "workers": 1},
-    "train": {
-        "backbone": "resnet_small",
-        "image_size": 32,
-        "batch_size": 4,
-        "projection_dim": 32,
-        "predictor_dim": 8,
-        "epochs": 2,
-        "warmup_epochs": 1,
-        "steps_per_epoch": 2,
-        "loader_workers": 0,
-        "shuffle_buffer": 4,
-    },
-    "bench": {"label_fractions": [1.0], "random_fit_draws": 1},
-}
+from .conftest import TINY_EXPERIMENT
+
+#: conftest's tiny training experiment, with the bench settings of a quick sweep.
+TINY = merge_settings(TINY_EXPERIMENT, {"bench": {"label_fractions": [1.0], "random_fit_draws": 1}})
 
 
 def test_dotted_overrides_change_one_key_each():
-    raw = {"train": {"objective": "simsiam", "batch_size": 4}}
-    changed = with_overrides(raw, {"train.objective": "ntxent", "bench.seed": 3}, "s")
-    assert changed == {"train": {"objective": "ntxent", "batch_size": 4}, "bench": {"seed": 3}}
-    assert raw["train"]["objective"] == "simsiam"  # the base is not touched
-    with pytest.raises(ConfigError, match=r"s: train\.objective\.x: objective is not a section"):
-        with_overrides(raw, {"train.objective.x": 1}, "s")
+    raw = {"train": {"augmentation": "full", "batch_size": 4}}
+    changed = with_overrides(raw, {"train.augmentation": "px", "bench.seed": 3}, "s")
+    assert changed == {"train": {"augmentation": "px", "batch_size": 4}, "bench": {"seed": 3}}
+    assert raw["train"]["augmentation"] == "full"  # the base is not touched
+    with pytest.raises(ConfigError, match=r"s: train\.augmentation\.x: augmentation is not a sec"):
+        with_overrides(raw, {"train.augmentation.x": 1}, "s")
+
+
+def test_a_mapping_override_merges_or_replaces_as_base_does():
+    raw = {"train": {"method": {"kind": "ntxent", "temperature": 0.1, "projection_dim": 512}}}
+    same_kind = with_overrides(raw, {"train.method": {"temperature": 0.2}}, "s")
+    assert same_kind["train"]["method"] == {
+        "kind": "ntxent", "temperature": 0.2, "projection_dim": 512,
+    }  # fmt: skip
+    other_kind = with_overrides(raw, {"train.method": {"kind": "simsiam"}}, "s")
+    assert other_kind["train"]["method"] == {"kind": "simsiam"}
+    assert with_overrides(raw, {"train.method.temperature": 0.5}, "s")["train"]["method"] == {
+        "kind": "ntxent", "temperature": 0.5, "projection_dim": 512,
+    }  # fmt: skip
+    # `method: ntxent` is `method: {kind: ntxent}`: a dotted key reaches into it
+    shorthand = {"train": {"method": "ntxent"}}
+    assert with_overrides(shorthand, {"train.method.temperature": 0.5}, "s")["train"] == {
+        "method": {"kind": "ntxent", "temperature": 0.5}
+    }
+    assert with_overrides(shorthand, {"train.method": {"temperature": 0.5}}, "s")["train"] == {
+        "method": {"kind": "ntxent", "temperature": 0.5}
+    }
+
+
+def test_a_base_with_its_own_base_is_resolved(experiment_dir, tmp_path):
+    (experiment_dir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (experiment_dir / "child.yaml").write_text(
+        yaml.safe_dump({"base": "tiny", "train": {"optimizer": {"base_lr": 0.2}}})
+    )
+    sweep = tmp_path / "chain.yaml"
+    variants = {"t05": {"train.method": {"kind": "ntxent", "temperature": 0.5}}}
+    sweep.write_text(yaml.safe_dump({"base": "child", "variants": variants}))
+    base, loaded = load_sweep(str(sweep))
+    assert base == "child"
+    variant = loaded["t05"]
+    assert variant.name == "child-t05"
+    assert variant.train.optimizer.base_lr == 0.2  # the child's
+    assert variant.train.optimizer.warmup_epochs == 1  # the child's base's
+    assert variant.train.method.kind == "ntxent" and variant.train.method.temperature == 0.5
+    assert variant.train.method.projection_dim == 2048  # replaced, not merged: ntxent's default
 
 
 def test_a_bad_variant_is_named(experiment_dir, tmp_path):
@@ -69,7 +82,7 @@ def test_a_sweep_scores_its_variants_on_val(experiment_dir, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     (experiment_dir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     sweep = tmp_path / "tiny-sweep.yaml"
-    variants = {"as-is": {}, "ntxent": {"train.objective": "ntxent"}}
+    variants = {"as-is": {}, "ntxent": {"train.method": {"kind": "ntxent", "projection_dim": 64}}}
     sweep.write_text(yaml.safe_dump({"base": "tiny", "variants": variants}))
     assert main([str(sweep)]) == 0
     table = (tmp_path / "build" / "sweeps" / "tiny-sweep.md").read_text()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidssl.config import Experiment, TrainConfig
+from tests.conftest import build_experiment
+from vidssl.config import Experiment, OptimizerConfig, TrainConfig
 from vidssl.shards import decode_json, read_split
 from vidssl.stages import clean, export, ingest, synth, train
 from vidssl.store import open_store
@@ -17,48 +18,9 @@ from vidssl.train.embed import knn_accuracy
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, collapse_std
 from vidssl.train.trainer import learning_rate
 
-TINY_TRAIN = {
-    "backbone": "resnet_small",
-    "image_size": 32,
-    "batch_size": 8,
-    "projection_dim": 64,
-    "predictor_dim": 16,
-    "base_lr": 0.5,
-    "epochs": 2,
-    "warmup_epochs": 1,
-    "steps_per_epoch": 3,
-    "loader_workers": 0,
-    "checkpoint_every": 2,
-    "shuffle_buffer": 8,
-    # One random pair per clip visit: with an 8-example buffer, every_pair would fill the tiny
-    # batches with one or two videos' pairs (tests/test_objectives.py covers every_pair).
-    "examples_per_clip": 1,
-}
 
-
-def _experiment(store_uri: str, **train_cfg) -> Experiment:
-    return Experiment.model_validate(
-        {
-            "name": "tiny",
-            "pipeline": "siampose",
-            "store": {"uri": store_uri},
-            "dataset": {
-                "name": "tiny",
-                "source": {
-                    "kind": "synthetic_objectron",
-                    "videos_per_class": 4,
-                    "frames": 30,
-                    "width": 64,
-                    "height": 80,
-                    "categories": ["cup", "laptop", "shoe"],
-                },
-                "val_fraction": 0.4,
-            },
-            "ingest": {"frame_stride": 3, "workers": 1},
-            "shards": {"max_samples": 4},
-            "train": {**TINY_TRAIN, **train_cfg},
-        }
-    )
+def _experiment(store_uri: str, **paths) -> Experiment:
+    return build_experiment(store_uri, **paths)
 
 
 def _clips(experiment: Experiment) -> str:
@@ -67,7 +29,9 @@ def _clips(experiment: Experiment) -> str:
 
 
 def test_warmup_then_cosine_over_the_epochs_trained():
-    cfg = TrainConfig(base_lr=0.1, batch_size=512, epochs=5, warmup_epochs=2)
+    cfg = TrainConfig(
+        optimizer=OptimizerConfig(base_lr=0.1, warmup_epochs=2), batch_size=512, epochs=5
+    )
     peak = 0.2
     assert learning_rate(cfg, 0, 10) == pytest.approx(peak / 20)
     assert learning_rate(cfg, 19, 10) == pytest.approx(peak)
@@ -101,11 +65,10 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_tiny_run_lowers_the_loss_and_reports_everything(tmp_path):
     experiment = _experiment(
         f"file://{tmp_path}",
-        epochs=6,
-        warmup_epochs=1,
-        steps_per_epoch=5,
-        base_lr=1.0,
-        checkpoint_every=100,
+        train__epochs=6,
+        train__steps_per_epoch=5,
+        train__optimizer={"base_lr": 1.0, "warmup_epochs": 1},
+        train__checkpoint_every=100,
     )
     clips_url = _clips(experiment)
     output = train.run(experiment, clips_url)
@@ -119,11 +82,15 @@ def test_tiny_run_lowers_the_loss_and_reports_everything(tmp_path):
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     experiment = _experiment(
-        f"file://{tmp_path}", base_lr=1e9, epochs=3, steps_per_epoch=4, checkpoint_every=1
+        f"file://{tmp_path}",
+        train__optimizer={"base_lr": 1e9, "warmup_epochs": 1},
+        train__epochs=3,
+        train__steps_per_epoch=4,
+        train__checkpoint_every=1,
     )
     with pytest.raises(TrainingDiverged, match="last good checkpoint is kept") as caught:
         train.run(experiment, _clips(experiment))
-    assert "lower train.base_lr" in str(caught.value)
+    assert "lower train.optimizer.base_lr" in str(caught.value)
     store = open_store(f"file://{tmp_path}")
     assert [i.key for i in store.list("datasets/tiny/train/") if i.key.endswith(".pt")]
 
@@ -186,7 +153,7 @@ def test_two_processes_under_torchrun(tmp_path):
 
     import yaml
 
-    experiment = _experiment(f"file://{tmp_path / 'store'}", steps_per_epoch=2)
+    experiment = _experiment(f"file://{tmp_path / 'store'}", train__steps_per_epoch=2)
     clips_url = _clips(experiment)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
@@ -208,19 +175,18 @@ def test_whole_frame_views_and_an_imagenet_weights_file(tmp_path, video_folder):
     """UCF101-style training on whole frames, and the ImageNet baseline from a local file."""
     from vidssl.train.backbones import build_backbone
 
-    experiment = Experiment.model_validate(
+    experiment = build_experiment(
+        f"file://{tmp_path / 'store'}",
         {
             "name": "frames",
-            "pipeline": "siampose",
-            "store": {"uri": f"file://{tmp_path / 'store'}"},
             "dataset": {
                 "name": "frames",
                 "source": {"kind": "folder", "root": str(video_folder)},
                 "val_fraction": 0.0,
             },
-            "ingest": {"fps": 5, "workers": 1},
-            "train": {**TINY_TRAIN, "views_from": "frame", "batch_size": 2, "shuffle_buffer": 2},
-        }
+            "ingest": {"fps": 5, "workers": 1, "frame_stride": None},
+            "train": {"views_from": "frame", "batch_size": 2, "shuffle_buffer": 2},
+        },
     )
     clips_url = ingest.run(experiment).url
     output = train.run(experiment, clips_url)

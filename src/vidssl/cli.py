@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 
 from vidssl.config import load_experiment
-from vidssl.errors import VidsslError
+from vidssl.errors import InputError, VidsslError
 from vidssl.store import StoreError
 
 app = typer.Typer(
@@ -19,10 +19,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
 store_app = typer.Typer(help="The local S3 server (SeaweedFS on 127.0.0.1).", no_args_is_help=True)
-synth_app = typer.Typer(help="Synthetic datasets with known ground truth.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
-app.add_typer(synth_app, name="synth")
 
 console = Console(soft_wrap=True)  # URLs and paths are never wrapped: scripts read them
 errors = Console(stderr=True, soft_wrap=True)
@@ -57,7 +55,7 @@ def config_show(
     console.print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
 
 
-@synth_app.command("objectron")
+@app.command("synth-objectron")
 def synth_objectron(
     out: Path = typer.Option(..., "--out", help="Folder to write the dataset into."),
     videos_per_class: int = typer.Option(8, "--videos-per-class"),
@@ -83,7 +81,7 @@ def synth_objectron(
     console.print(f"{len(truths)} videos in {out} ({defects} with recorded defects)")
 
 
-@synth_app.command("run")
+@app.command()
 def synth(
     experiment: str = typer.Argument(..., help="Experiment with a synthetic_objectron source."),
     force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
@@ -137,7 +135,7 @@ def inspect(
     from vidssl.stages import inspect as stage
 
     report = stage.run(load_experiment(experiment), clips, run_id or None)
-    console.print(stage.render_markdown(report))
+    console.print(stage.render_markdown(report), markup=False, highlight=False, emoji=False)
 
 
 @app.command()
@@ -173,6 +171,46 @@ def export_embeddings(
         force=force,
     )
     console.print(output.url)
+
+
+def labelled_urls(values: list[str], option: str) -> dict[str, str]:
+    """{label: url} from repeated `LABEL=URL` values of `option` (at least one, labels unique)."""
+    if not values:
+        raise InputError(f"{option}: give at least one LABEL=URL")
+    urls: dict[str, str] = {}
+    for value in values:
+        label, equals, url = value.partition("=")
+        label, url = label.strip(), url.strip()
+        if not (equals and label and url):
+            raise InputError(f"{option} {value!r}: expected LABEL=URL (e.g. nearby=s3://...)")
+        if label in urls:
+            raise InputError(f"{option} {value!r}: the label {label!r} is given twice")
+        urls[label] = url
+    return urls
+
+
+@app.command()
+def bench(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    embeddings: list[str] = typer.Option(
+        [], "--embeddings", help="LABEL=URL of an export's embeddings; repeat for several."
+    ),
+    clips: str = typer.Option(
+        "", "--clips", help="URL of the clips they embed (adds figures of frames to the report)."
+    ),
+    run_id: str = typer.Option("", "--run-id", help="Run folder name; default: a timestamp."),
+) -> None:
+    """Score exported embeddings (the bench stage) and write the run's report; prints the
+    report's Markdown, then its URL."""
+    exports = labelled_urls(embeddings, "--embeddings")  # before the slow imports
+    from vidssl.evaluate.report import render_markdown
+    from vidssl.stages import bench as stage
+
+    metrics = stage.run(
+        load_experiment(experiment), exports, run_id or None, clips_url=clips or None
+    )
+    console.print(render_markdown(metrics), markup=False, highlight=False, emoji=False)
+    console.print(metrics["report_url"])
 
 
 @app.command()

@@ -7,19 +7,21 @@ file, so the stage can skip and list that input and go on with the others.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
 
 from vidssl.config import IngestConfig
-from vidssl.datasets import VideoItem
+from vidssl.datasets import VideoItem, trackingnet
 from vidssl.objectron.annotations import Annotation, AnnotationError, read_annotation
 from vidssl.store.tree import FileTree
 from vidssl.video import (
     DecodeStats,
+    FrameFolder,
     VideoDecodeError,
     VideoInfo,
     decode,
@@ -121,7 +123,7 @@ class Decoded:
 
 
 def _decode_frames(
-    path: str, cfg: IngestConfig, annotation: Annotation | None, stats: DecodeStats
+    path: str | FrameFolder, cfg: IngestConfig, annotation: Annotation | None, stats: DecodeStats
 ) -> Decoded:
     """Frames are resized and JPEG-coded as they are decoded, so only the JPEGs are held."""
     info = probe(path)
@@ -184,6 +186,7 @@ def _samples(
     key: str,
     decoded: Decoded,
     annotation: Annotation | None,
+    boxes: list[trackingnet.PixelBox] | None,
 ) -> list[dict]:
     """One sample per clip: its meta.json and JPEGs."""
     samples = []
@@ -206,6 +209,9 @@ def _samples(
         if annotation is not None:
             meta["objects"] = annotation.objects
             meta["frames"] = [annotation.frames[frame.index] for frame in clip]
+        if boxes is not None:
+            indices, info = meta["source_frame_indices"], decoded.info
+            meta["boxes"] = trackingnet.boxes_at(boxes, indices, info.width, info.height)
         clip_key = key if cfg.clip_frames is None else f"{key}_c{clip_index:03d}"
         sample: dict = {"__key__": clip_key, "meta.json": meta}
         for position, frame in enumerate(clip):
@@ -255,7 +261,7 @@ def ingest_video(
         result.samples, result.record = _ingest(item, dataset, cfg, key, tree, where)
     except VideoDecodeError as exc:  # it names the local copy: name the source instead
         result.error = f"{where}: {exc.reason}"
-    except (AnnotationError, InputRejected, FileNotFoundError) as exc:
+    except (AnnotationError, trackingnet.AnnoError, InputRejected, FileNotFoundError) as exc:
         result.error = str(exc)
     except Exception as exc:
         result.error = f"{where}: {type(exc).__name__}: {exc}"
@@ -269,16 +275,29 @@ def _ingest(
 ) -> tuple[list[dict], dict]:
     if item.size < 0:
         raise InputRejected(f"{where}: listed by the dataset but missing from disk")
-    annotation = None
+    annotation, boxes = None, None
     if item.annotation is not None:
-        annotation = read_annotation(
-            tree.read_bytes(item.annotation), tree.describe(item.annotation)
-        )
-    with tree.local_copy(item.video) as path:
-        decoded = _decode_frames(path, cfg, annotation, DecodeStats())
+        data, source = tree.read_bytes(item.annotation), tree.describe(item.annotation)
+        if item.annotation_format == "trackingnet":
+            boxes = trackingnet.parse_anno(data, source)
+        else:
+            annotation = read_annotation(data, source)
+    with _local_video(tree, item) as video:
+        decoded = _decode_frames(video, cfg, annotation, DecodeStats())
     _check_kept(where, decoded, annotation, cfg)
-    samples = _samples(item, dataset, cfg, key, decoded, annotation)
+    samples = _samples(item, dataset, cfg, key, decoded, annotation, boxes)
     return samples, _record(item, key, decoded, annotation, samples)
+
+
+@contextlib.contextmanager
+def _local_video(tree: FileTree, item: VideoItem) -> Iterator[str | FrameFolder]:
+    """The video where the decoder can open it: a local file, or a local folder of frames."""
+    if item.frame_folder_fps is None:
+        with tree.local_copy(item.video) as path:
+            yield path
+    else:
+        with tree.local_folder(item.video) as folder:
+            yield FrameFolder(folder, item.frame_folder_fps)
 
 
 def use_one_thread() -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from vidssl.config import ConfigError, Experiment, load_experiment
 from vidssl.evaluate.bootstrap import category_mean_hit_rate, difference_interval, hits
+from vidssl.evaluate.report import markdown_table
 from vidssl.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
     from vidssl.stages.base import store_for
     from vidssl.stages.prepare import prepared_clips
 
+    if experiment.train is None:
+        raise ConfigError(f"{experiment.name}: no train: section, nothing to train over seeds")
     seeded = experiment.model_copy(
         update={"train": experiment.train.model_copy(update={"seed": seed})}
     )
@@ -81,25 +84,23 @@ def table(results: list[SeedResult]) -> str:
     def interval(values: tuple[float, float, float]) -> str:
         return f"{values[0]:+.3f} [{values[1]:+.3f}, {values[2]:+.3f}]"
 
-    lines = [
-        "| seed | trained 3D mAP | random embeddings | random in-category fit "
-        "| trained - random embeddings (95% CI) | trained - in-category fit (95% CI) |",
-        "|---:|---:|---:|---:|---:|---:|",
+    header = (
+        "seed", "trained 3D mAP", "random embeddings", "random in-category fit",
+        "trained - random embeddings (95% CI)", "trained - in-category fit (95% CI)",
+    )  # fmt: skip
+    scores = ("trained", "random_embeddings", "in_category_fit")
+    rows = [
+        [
+            str(r.seed),
+            *(f"{getattr(r, key):.3f}" for key in scores),
+            interval(r.over_random),
+            interval(r.over_in_category),
+        ]
+        for r in results
     ]
-    for r in results:
-        lines.append(
-            f"| {r.seed} | {r.trained:.3f} | {r.random_embeddings:.3f} | {r.in_category_fit:.3f} "
-            f"| {interval(r.over_random)} | {interval(r.over_in_category)} |"
-        )
-    mean = {
-        key: float(np.mean([getattr(r, key) for r in results]))
-        for key in ("trained", "random_embeddings", "in_category_fit")
-    }
-    lines.append(
-        f"| mean | {mean['trained']:.3f} | {mean['random_embeddings']:.3f} "
-        f"| {mean['in_category_fit']:.3f} | | |"
-    )
-    return "\n".join(lines) + "\n"
+    mean = [f"{np.mean([getattr(r, key) for r in results]):.3f}" for key in scores]
+    rows.append(("mean", *mean, "", ""))
+    return markdown_table(header, rows, align="r" * len(header)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
-        experiment = load_experiment(args.experiment)
+        experiment = load_experiment(args.experiment)  # its `base:` chain resolved
         results = [run_seed(experiment, seed) for seed in args.seeds]
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

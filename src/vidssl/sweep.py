@@ -12,6 +12,11 @@ A sweep file:
     variants:
       as-is: {}
       light-crops: {train.augmentation: lc_px}
+      simsiam: {train.method: {kind: simsiam, projection_dim: 512}}
+
+A dotted key whose value is a mapping merges into the base's mapping as an experiment file's
+`base:` does (vidssl.config.merge_settings): key by key, unless its `kind` differs, when it
+replaces the base's mapping (another method, sampler or source).
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from pathlib import Path
 
 import yaml
 
-from vidssl.config import ConfigError, Experiment, experiment_path, parse_experiment
+from vidssl.config import (
+    ConfigError,
+    Experiment,
+    expand_kind_shorthand,
+    experiment_path,
+    merge_settings,
+    parse_experiment,
+    resolve_settings,
+)
+from vidssl.evaluate.report import markdown_table
 from vidssl.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -34,17 +48,21 @@ OUT_DIR = Path("build/sweeps")
 
 
 def with_overrides(raw: dict, overrides: dict, source: str) -> dict:
-    """`raw` with each dotted key of `overrides` set (`train.augmentation: lc_px`)."""
+    """`raw` with each dotted key of `overrides` set (`train.augmentation: lc_px`); a mapping
+    value merges into the base's mapping, or replaces it when its `kind` differs
+    (`train.method: {kind: simsiam}`), as `base:` does."""
     result = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = result
         for part in parents:
-            child = node.setdefault(part, {})
+            child = node[part] = expand_kind_shorthand(part, node.get(part, {}))
             if not isinstance(child, dict):
                 raise ConfigError(f"{source}: {dotted}: {part} is not a section")
             node = child
-        node[leaf] = value
+        if leaf in node:
+            node[leaf] = expand_kind_shorthand(leaf, node[leaf])
+        node.update(merge_settings(node, {leaf: copy.deepcopy(expand_kind_shorthand(leaf, value))}))
     return result
 
 
@@ -60,8 +78,7 @@ def load_sweep(name_or_path: str) -> tuple[str, dict[str, Experiment]]:
     unknown = set(spec) - {"base", "variants"}
     if unknown or "base" not in spec or not spec.get("variants"):
         raise ConfigError(f"{path}: a sweep has `base` and `variants` only (got {sorted(spec)})")
-    base_path = experiment_path(spec["base"])
-    base = yaml.safe_load(base_path.read_text())
+    base = resolve_settings(experiment_path(spec["base"]))  # its own `base:` chain merged in
     variants = {}
     for variant, overrides in spec["variants"].items():
         source = f"{path}: variants.{variant}"
@@ -85,29 +102,24 @@ def score_variant(experiment: Experiment) -> dict:
     )
 
 
-def _row(name: str, model: dict | None, baselines: dict | None = None) -> str:
+def _row(name: str, model: dict | None, baselines: dict | None = None) -> list[str]:
     if model is not None:
         pose = model["pose"]["1"]
         cells = [pose["3d_map"], pose["pooled"]["fraction_iou_over_0.5"], model["reid_map"]]
         cells.append(model["category_accuracy"])
     else:
         cells = [baselines["3d_map"], baselines["pooled"]["fraction_iou_over_0.5"], None, None]
-    text = ["" if value is None else f"{value:.3f}" for value in cells]
-    return f"| {name} | " + " | ".join(text) + " |"
+    return [name, *("" if value is None else f"{value:.3f}" for value in cells)]
 
 
 def sweep_table(results: dict[str, dict]) -> str:
-    lines = [
-        "| variant (val queries) | 3D mAP | IoU>0.5 pooled | re-ID mAP | category acc. |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for variant, metrics in results.items():
-        lines.append(_row(variant, metrics["models"]["trained"]))
+    rows = [_row(variant, metrics["models"]["trained"]) for variant, metrics in results.items()]
     first = next(iter(results.values()))  # baselines of the first variant's data
-    lines.append(_row("random embeddings", first["models"]["random"]))
+    rows.append(_row("random embeddings", first["models"]["random"]))
     for name, table in first.get("baselines", {}).items():
-        lines.append(_row(name, None, table))
-    return "\n".join(lines) + "\n"
+        rows.append(_row(name, None, table))
+    header = ("variant (val queries)", "3D mAP", "IoU>0.5 pooled", "re-ID mAP", "category acc.")
+    return markdown_table(header, rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,13 @@
-"""Video decoding with OpenCV: frames resampled to a target rate, resized, JPEG-coded."""
+"""Video decoding with OpenCV: frames resampled to a target rate, resized, JPEG-coded.
+
+A video is a file, or a `FrameFolder` of numbered JPEGs (TrackingNet's frames): both go through
+the same `probe` and `decode`, with the same resampling and damaged-frame accounting.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +66,77 @@ class DecodedFrame:
     image: np.ndarray  # BGR, uint8
 
 
+#: A frame of a FrameFolder: `<index>.jpg`, the index without padding (`7.jpg`) or with (`007.jpg`)
+FRAME_FILE = re.compile(r"(\d+)\.jpe?g", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FrameFolder:
+    """A video stored as a folder of numbered JPEGs, frame i in the file numbered i, played at
+    `fps`. Frames go in numeric order (`9.jpg` before `10.jpg`); a number missing below the
+    highest one is a damaged frame, as an undecodable JPEG is. Other files are ignored."""
+
+    path: str
+    fps: float
+
+    def __str__(self) -> str:
+        return self.path
+
+    def frame_files(self) -> list[Path | None]:
+        """The file of each frame from 0 to the highest number; None where there is none."""
+        numbered: dict[int, Path] = {}
+        folder = Path(self.path)
+        for file in sorted(folder.iterdir()) if folder.is_dir() else []:
+            match = FRAME_FILE.fullmatch(file.name)
+            if match is None or not file.is_file():
+                continue
+            index = int(match.group(1))
+            if index in numbered:
+                raise VideoDecodeError(
+                    self.path, f"two files for frame {index}: {numbered[index].name}, {file.name}"
+                )
+            numbered[index] = file
+        if not numbered:
+            raise VideoDecodeError(
+                self.path, "empty frame folder: no numbered JPEG (0.jpg, 1.jpg, ...) in it"
+            )
+        return [numbered.get(index) for index in range(max(numbered) + 1)]
+
+    def probe(self) -> VideoInfo:
+        """Frame count and rate from the folder; the size from its first decodable frame."""
+        files = self.frame_files()
+        for file in files:
+            image = cv2.imread(str(file)) if file is not None else None
+            if image is not None:
+                height, width = image.shape[:2]
+                return VideoInfo(self.fps, len(files), width, height)
+        raise VideoDecodeError(self.path, "no frame could be decoded (no readable JPEG)")
+
+
+class _FrameFolderReader:
+    """Reads a FrameFolder frame by frame with the two calls `decode` makes on a capture."""
+
+    def __init__(self, folder: FrameFolder) -> None:
+        self._files = folder.frame_files()
+        self._next = 0
+
+    def _advance(self) -> Path | None:
+        index, self._next = self._next, self._next + 1
+        return self._files[index] if index < len(self._files) else None
+
+    def grab(self) -> bool:
+        """Skip a frame: True if its file exists (it is not decoded)."""
+        return self._advance() is not None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        file = self._advance()
+        image = cv2.imread(str(file)) if file is not None else None
+        return image is not None, image
+
+    def release(self) -> None:
+        self._files = []
+
+
 def open_capture(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
     """A capture decoding on `threads` threads (ingest parallelises over processes instead)."""
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
@@ -69,7 +145,9 @@ def open_capture(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
     return capture
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: str | Path | FrameFolder) -> VideoInfo:
+    if isinstance(path, FrameFolder):
+        return path.probe()
     capture = open_capture(path)
     try:
         if not capture.isOpened():
@@ -94,7 +172,7 @@ def keep_frame(index: int, source_fps: float, target_fps: float | None) -> bool:
 
 
 def decode(
-    path: str | Path,
+    path: str | Path | FrameFolder,
     target_fps: float | None = None,
     stride: int | None = None,
     stats: DecodeStats | None = None,
@@ -107,7 +185,7 @@ def decode(
     info = probe(path)
     stats = stats if stats is not None else DecodeStats()
     stats.declared_frames = max(info.frame_count, 0)
-    capture = open_capture(path)
+    capture = _FrameFolderReader(path) if isinstance(path, FrameFolder) else open_capture(path)
     run = 0  # consecutive failures
     try:
         index = 0

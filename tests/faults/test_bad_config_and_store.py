@@ -22,6 +22,8 @@ CONFIGS = Path(__file__).parent / "corpus" / "configs"
 CONFIG_CASES = {
     "unknown_key.yaml": "bogus: unknown key",
     "unknown_nested_key.yaml": "ingest.frame_rate: unknown key",
+    "unknown_method_key.yaml": "train.method.moco.queue_sizee: unknown key",
+    "removed_pipeline_key.yaml": "pipeline: the stages come from the experiment",
     "wrong_type.yaml": "ingest.fps:",
     "out_of_range.yaml": "ingest.max_failed_fraction:",
     "not_a_mapping.yaml": "expected a mapping",
@@ -64,7 +66,6 @@ def ingested(tmp_path, experiment_dir):
         yaml.safe_dump(
             {
                 "name": "bad",
-                "pipeline": "ingest",
                 "dataset": {
                     "name": "gen",
                     "source": {"kind": "folder", "root": str(tmp_path / "videos")},

@@ -92,7 +92,6 @@ def _experiment(store_url: str, source: dict, **ingest_cfg) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "faults",
-            "pipeline": "ingest",
             "store": {"uri": store_url},
             "dataset": {"name": "corpus", "source": source, "val_fraction": 0.3},
             "ingest": {"workers": 1, "max_failed_fraction": 1.0, **ingest_cfg},

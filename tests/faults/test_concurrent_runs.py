@@ -35,7 +35,6 @@ def _experiment(experiment_dir, videos, bucket: str, quality: int) -> str:
         yaml.safe_dump(
             {
                 "name": name,
-                "pipeline": "ingest",
                 "store": {"uri": f"s3://{bucket}"},
                 "dataset": {"name": "gen", "source": {"kind": "folder", "root": str(videos)}},
                 "ingest": {"workers": 1, "clip_frames": 4, "jpeg_quality": quality},

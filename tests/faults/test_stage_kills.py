@@ -74,7 +74,7 @@ def test_a_data_stage_killed_anywhere_reruns_to_the_same_output(
 ):
     _, clips_url = tiny
     args = {
-        "synth": ("synth", "run", "tiny", "--force"),  # the fixture's synth output is in place
+        "synth": ("synth", "tiny", "--force"),  # the fixture's synth output is in place
         "clean": ("clean", "tiny", "--clips", clips_url),
         "export": ("export", "tiny", "--clips", clips_url, "--baseline", "random"),
     }[stage]

@@ -26,8 +26,7 @@ from vidssl.store.s3 import S3Store
 from vidssl.train.checkpoint_io import load_state
 from vidssl.train.trainer import Trainer
 
-from ..conftest import write_video
-from ..test_training import _experiment as tiny_experiment
+from ..conftest import build_experiment, write_video
 
 #: How long the server stays down between `stop` returning and `start` being called.
 DOWN_S = 3.0
@@ -165,7 +164,6 @@ def _experiment(root: Path, bucket: str) -> Experiment:
     return Experiment.model_validate(
         {
             "name": "restart",
-            "pipeline": "ingest",
             "store": {"uri": f"s3://{bucket}"},
             "dataset": {
                 "name": "gen",
@@ -209,8 +207,8 @@ def test_ingest_rides_out_a_restart(server, tmp_path, monkeypatch, caplog, tally
 
 
 def _tiny_training(store_uri: str) -> Experiment:
-    """A few CPU steps on synthetic clips (tests/test_training.py's), checkpointing."""
-    return tiny_experiment(store_uri, steps_per_epoch=4)
+    """A few CPU steps on synthetic clips (conftest's tiny experiment), checkpointing."""
+    return build_experiment(store_uri, train__steps_per_epoch=4)
 
 
 def _train(experiment: Experiment) -> dict:

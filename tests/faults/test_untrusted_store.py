@@ -14,13 +14,13 @@ import pytest
 import torch
 import yaml
 
-from vidssl.config import TrainConfig
+from vidssl.config import OptimizerConfig, TrainConfig
 from vidssl.shards import read_manifest, read_split, verify_output
 from vidssl.stages.train import load_encoder
 from vidssl.store import StoreError
 from vidssl.store.tree import FileTree
 from vidssl.train.checkpoint_io import UnsafeCheckpointError
-from vidssl.train.objectives import build_objective
+from vidssl.train.methods import build_method
 from vidssl.train.trainer import LATEST, Trainer
 
 from ..conftest import write_video
@@ -68,8 +68,10 @@ def test_a_crafted_checkpoint_is_refused_on_resume(file_store, tmp_path):
     file_store.put_text(
         f"run/{LATEST}", json.dumps({"step": 4, "key": "checkpoints/step-00000004.pt"})
     )
-    cfg = TrainConfig(backbone="resnet18", epochs=2, warmup_epochs=1, batch_size=4)
-    trainer = Trainer(build_objective(cfg), cfg, file_store, "run", file_store.base_url, "c", 1)
+    cfg = TrainConfig(
+        backbone="resnet18", epochs=2, optimizer=OptimizerConfig(warmup_epochs=1), batch_size=4
+    )
+    trainer = Trainer(build_method(cfg), cfg, file_store, "run", file_store.base_url, "c", 1)
     with pytest.raises(UnsafeCheckpointError, match=r"step-00000004\.pt: refused"):
         trainer.resume()
     assert not marker.exists()
@@ -128,7 +130,6 @@ def test_cli_export_of_a_crafted_model_is_one_line_and_runs_nothing(tmp_path, ex
         yaml.safe_dump(
             {
                 "name": "untrusted",
-                "pipeline": "ingest",
                 "dataset": {
                     "name": "gen",
                     "source": {"kind": "folder", "root": str(tmp_path / "videos")},

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class VideoItem:
     tree_root: str  # folder or s3://bucket/prefix the paths below are relative to
-    video: str
+    video: str  # a video file, or a folder of numbered JPEGs if `frame_folder_fps` is set
     video_id: str  # the dataset's own name for the video
     category: str
     split: str  # train | val | test
-    annotation: str | None = None  # Objectron .pbdata
+    annotation: str | None = None  # in `annotation_format`
     size: int = 0  # bytes, part of the ingest digest
+    frame_folder_fps: float | None = None  # the frame rate of a folder of JPEGs
+    #: objectron: a `.pbdata`; trackingnet: an `x,y,w,h` line per frame (see trackingnet.py)
+    annotation_format: Literal["objectron", "trackingnet"] = "objectron"
 
 
 def seeded_fraction(name: str, seed: int) -> float:
@@ -31,7 +35,7 @@ def train_or_val(name: str, val_fraction: float, seed: int) -> str:
 def list_videos(dataset, source_root: str | None = None) -> list[VideoItem]:  # type: ignore[no-untyped-def]
     """Videos of `dataset.source`; `source_root` overrides where the files are (synthetic data
     lives wherever the synth stage wrote it)."""
-    from vidssl.datasets import folder, kinetics, objectron, ucf101
+    from vidssl.datasets import folder, kinetics, objectron, trackingnet, ucf101
 
     adapters = {
         "folder": folder.list_videos,
@@ -39,5 +43,6 @@ def list_videos(dataset, source_root: str | None = None) -> list[VideoItem]:  # 
         "synthetic_objectron": objectron.list_videos,
         "ucf101": ucf101.list_videos,
         "kinetics400": kinetics.list_videos,
+        "trackingnet": trackingnet.list_videos,
     }
     return adapters[dataset.source.kind](dataset, source_root)

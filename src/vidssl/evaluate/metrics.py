@@ -23,14 +23,24 @@ import numpy as np
 IOU_THRESHOLD = 0.5
 
 
+def cosine_similarities(
+    queries: np.ndarray, bank: np.ndarray, chunk: int = 4096
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float32 similarities of queries[start : start + chunk] to every bank row), chunk
+    by chunk of queries (L2-normalised inputs): the one scan behind every nearest-neighbour
+    score (kNN, box-fit references, retrieval, re-identification); memory stays at
+    chunk x len(bank)."""
+    bank32 = bank.astype(np.float32, copy=False)
+    for start in range(0, len(queries), chunk):
+        yield start, queries[start : start + chunk].astype(np.float32) @ bank32.T
+
+
 def nearest_neighbours(
     queries: np.ndarray, bank: np.ndarray, k: int = 1, chunk: int = 4096, exclude_self: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(indices, similarities) of the k cosine nearest bank rows, chunk by chunk of queries
-    (L2-normalised inputs); memory stays at chunk x len(bank)."""
-    bank32 = bank.astype(np.float32, copy=False)
-    for start in range(0, len(queries), chunk):
-        similarity = queries[start : start + chunk].astype(np.float32) @ bank32.T
+    """(indices, similarities) of the k cosine nearest bank rows, nearest first, chunk by chunk
+    of queries (L2-normalised inputs); memory stays at chunk x len(bank)."""
+    for start, similarity in cosine_similarities(queries, bank, chunk):
         if exclude_self:
             rows = np.arange(similarity.shape[0])
             similarity[rows, rows + start] = -np.inf
@@ -123,12 +133,9 @@ def reidentification_map(
     the queries are test crops (`is_query`); the reference code ranked one set against itself."""
     labels = np.asarray(sequences)
     queries = np.flatnonzero(np.ones(len(features), bool) if is_query is None else is_query)
-    bank = features.astype(np.float32)
     aps = []
-    for start in range(0, len(queries), 1024):
-        chunk = queries[start : start + 1024]
-        similarity = features[chunk].astype(np.float32) @ bank.T
-        for row, query in enumerate(chunk):
+    for start, similarity in cosine_similarities(features[queries], features, chunk=1024):
+        for row, query in enumerate(queries[start : start + len(similarity)]):
             scores = np.delete(similarity[row], query)
             relevant = np.delete(labels == labels[query], query)
             if relevant.any():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Iterable, Sequence
 
 #: SiamPose paper (real Objectron, ResNet-50, 224 px, 25 epochs), as (category accuracy %,
 #: re-ID mAP, 3D mAP). Table 5: SimSiam per pairing and augmentation preset (Table 2's Nearby
@@ -23,12 +24,12 @@ PAPER_SIMSIAM = {
     ("distant", "lc_px"): (91.4, 0.82, 0.60),
     ("distant", "full"): (94.8, 0.85, 0.58),
 }
-#: Table 2's baselines, keyed by (objective, pairing, preset) as the reference code ran them:
-#: NT-Xent on nearby pairs with the Full preset (configs/config-pretrain-8gb-ntxent.yaml), TCN
-#: triplets with the Full preset (config-pretrain-8gb-tcn.yaml).
+#: Table 2's baselines, keyed by (method, pairing or sampler, preset) as the reference code ran
+#: them: NT-Xent on nearby pairs with the Full preset (configs/config-pretrain-8gb-ntxent.yaml),
+#: TCN triplets with the Full preset (config-pretrain-8gb-tcn.yaml).
 PAPER_BASELINES = {
     ("ntxent", "nearby", "full"): (96.36, 0.63, 0.64),
-    ("tcn", "tcn", "full"): (78.20, 0.19, 0.59),
+    ("tcn", "triplets", "full"): (78.20, 0.19, 0.59),
 }
 #: Table 2's random embeddings, and Table 1's random fits (3D mAP only).
 PAPER_RANDOM = {
@@ -39,20 +40,20 @@ PAPER_RANDOM = {
 
 
 def paper_rows(training: dict | None) -> dict[str, tuple]:
-    """The paper's rows that match the run's objective, pairing and preset, then its random
-    baselines: nothing else is shown as the paper's."""
+    """The paper's rows that match the run's method, pairing (or sampler) and preset, then its
+    random baselines: nothing else is shown as the paper's."""
     rows: dict[str, tuple] = {}
     if training:
-        objective, pairing, preset = (
-            training["objective"],
+        method, pairing, preset = (
+            training["method"],
             training["pairing"],
             training["augmentation"],
         )
-        if objective == "simsiam" and (pairing, preset) in PAPER_SIMSIAM:
+        if method == "simsiam" and (pairing, preset) in PAPER_SIMSIAM:
             rows[f"SimSiam, {pairing} pairs, {preset} (Table 5)"] = PAPER_SIMSIAM[pairing, preset]
-        elif (objective, pairing, preset) in PAPER_BASELINES:
-            rows[f"{objective}, {pairing}, {preset} (Table 2)"] = PAPER_BASELINES[
-                objective, pairing, preset
+        elif (method, pairing, preset) in PAPER_BASELINES:
+            rows[f"{method}, {pairing}, {preset} (Table 2)"] = PAPER_BASELINES[
+                method, pairing, preset
             ]
     rows.update({f"{name} (Tables 1-2)": values for name, values in PAPER_RANDOM.items()})
     return rows
@@ -101,20 +102,42 @@ def render_html(markdown: str, figures: dict[str, bytes]) -> str:
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
 
 
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], align: str | None = None
+) -> str:
+    """A Markdown table (no trailing newline): the header, one line per row of cells. `align`
+    has one letter per column, `l` (left, `---`) or `r` (right, `---:`); by default the first
+    column is left-aligned and the rest, numbers, right-aligned. Every table vidssl writes
+    (reports, sweeps, replications, data summaries) goes through here."""
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or set(align) - {"l", "r"}:
+        raise ValueError(f"align {align!r}: one of l or r for each of {len(header)} columns")
+
+    def line(cells: Sequence[str]) -> str:
+        if len(cells) != len(header):
+            raise ValueError(f"{len(cells)} cells for {len(header)} columns: {list(cells)}")
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
+    return "\n".join([line(header), rule, *(line(cells) for cells in rows)])
+
+
 def _f(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
-POSE_HEADER = (
-    "| embeddings | 3D mAP | IoU>0.5 pooled | Objectron AP@0.5 | mean IoU | median IoU "
-    "| 3D mAP, 10% labels | 3D mAP, 1% labels | re-ID mAP | category acc. |"
-)
+POSE_COLUMNS = (
+    "embeddings", "3D mAP", "IoU>0.5 pooled", "Objectron AP@0.5", "mean IoU", "median IoU",
+    "3D mAP, 10% labels", "3D mAP, 1% labels", "re-ID mAP", "category acc.",
+)  # fmt: skip
 
 
-def _pose_row(name: str, pose: dict, reid=None, accuracy=None) -> str:  # type: ignore[no-untyped-def]
+def _pose_cells(
+    name: str, pose: dict, reid: float | None = None, accuracy: float | None = None
+) -> list[str]:
     full = pose["1"]
     pooled = full["pooled"]
-    cells = [
+    return [
         name,
         _f(full["3d_map"]),
         _f(pooled["fraction_iou_over_0.5"]),
@@ -125,11 +148,17 @@ def _pose_row(name: str, pose: dict, reid=None, accuracy=None) -> str:  # type: 
         "" if reid is None else _f(reid),
         "" if accuracy is None else _f(accuracy),
     ]
-    return "| " + " | ".join(cells) + " |"
 
 
 def _paper_cell(value, digits: int = 2) -> str:  # type: ignore[no-untyped-def]
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _paper_cells(name: str, row: tuple) -> list[str]:
+    """A paper_rows row as cells: 3D mAP, re-ID mAP, category accuracy (the paper's % / 100)."""
+    accuracy, reid, map_3d = row
+    accuracy = None if accuracy is None else accuracy / 100
+    return [name, _paper_cell(map_3d), _paper_cell(reid), _paper_cell(accuracy, 3)]
 
 
 def render_markdown(metrics: dict) -> str:
@@ -143,19 +172,18 @@ def render_markdown(metrics: dict) -> str:
             "queries; 'Objectron AP@0.5' is Objectron's evaluation (hits in dataset order, no "
             "ranking: about the square of the hit rate, not on the same scale).",
             "",
-            POSE_HEADER,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, model in models.items():
-            if "pose" in model:
-                lines.append(
-                    _pose_row(name, model["pose"], model["reid_map"], model["category_accuracy"])
-                )
+        rows = [
+            _pose_cells(name, model["pose"], model["reid_map"], model["category_accuracy"])
+            for name, model in models.items()
+            if "pose" in model
+        ]
         for name, table in metrics.get("baselines", {}).items():
-            lines.append(_pose_row(f"{name} (no embeddings)", {"1": table}))
+            rows.append(_pose_cells(f"{name} (no embeddings)", {"1": table}))
+        lines.append(markdown_table(POSE_COLUMNS, rows))
         training = metrics.get("training")
         described = (
-            f"{training['objective']}, {training['pairing']} pairs, {training['augmentation']}"
+            f"{training['method']}, {training['pairing']} pairs, {training['augmentation']}"
             if training
             else "unknown"
         )
@@ -164,22 +192,17 @@ def render_markdown(metrics: dict) -> str:
             f"The paper's numbers (SiamPose: real Objectron, ResNet-50, 224 px, 25 epochs) for "
             f"this run's configuration ({described}) and its random baselines:",
             "",
-            "| paper's row | 3D mAP | re-ID mAP | category acc. |",
-            "|---|---:|---:|---:|",
+            markdown_table(
+                ("paper's row", "3D mAP", "re-ID mAP", "category acc."),
+                [_paper_cells(name, row) for name, row in paper_rows(training).items()],
+            ),
         ]
-        for name, (accuracy, reid, map_3d) in paper_rows(training).items():
-            accuracy = None if accuracy is None else accuracy / 100
-            lines.append(
-                f"| {name} | {_paper_cell(map_3d)} | {_paper_cell(reid)} "
-                f"| {_paper_cell(accuracy, 3)} |"
-            )
     figures = metrics.get("figures", [])
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}](plots/{name})" for name in figures]
     retrieval = {name: model["retrieval"] for name, model in models.items() if "retrieval" in model}
     if retrieval:
-        lines += ["", "| embeddings | R@1 | R@5 | R@10 | R@20 |", "|---|---:|---:|---:|---:|"]
-        for name, recall in retrieval.items():
-            values = " | ".join(_f(recall[k]) for k in ("R@1", "R@5", "R@10", "R@20"))
-            lines.append(f"| {name} | {values} |")
+        ks = ("R@1", "R@5", "R@10", "R@20")
+        rows = [(name, *(_f(recall[k]) for k in ks)) for name, recall in retrieval.items()]
+        lines += ["", markdown_table(("embeddings", *ks), rows)]
     return "\n".join(lines) + "\n"

@@ -67,21 +67,26 @@ def input_manifest(store: ObjectStore, url: str) -> tuple[str, Manifest]:
     return prefix, read_manifest(store, prefix)
 
 
-def run_cached(
+def run_in_attempt(
     store: ObjectStore,
     spec: StageSpec,
     experiment: Experiment,
     fields: dict,
     inputs: list[str],
-    build: Callable[[OutputWriter], None],
+    produce: Callable[[Attempt, str], Manifest | None],
     *,
     force: bool = False,
-) -> StageOutput:
-    """Return the finished output for these inputs, computing it with `build` if needed.
+    resumable: bool = False,
+) -> StageOutput | None:
+    """The cache every stage shares: the finished output for these inputs if there is one,
+    else `produce(attempt, digest)`'s manifest, published by this run as an attempt of its own.
 
     Safe beside other runs of the same stage on the same inputs (see vidssl.shards.attempts):
     this run writes under its own attempt folder; the first run to finish publishes, a later
-    one adopts that output. With `force` this run's output replaces the published one."""
+    one adopts that output. With `force` this run's output replaces the published one.
+    Objects of dead attempts are removed before producing, or, when the stage is `resumable`
+    (it resumes from what a dead attempt left), only once this run has published. `produce`
+    returning None (stopped early) publishes nothing and returns None."""
     digest = stage_digest(spec.name, spec.version, fields, inputs)
     prefix = spec.output_prefix(experiment.dataset.name, digest)
     url = store.url(prefix)
@@ -93,15 +98,45 @@ def run_cached(
             )
             return StageOutput(url, existing, cached=True)
     with Attempt(store, prefix) as attempt:
-        remove_dead_attempts(store, prefix, keep={attempt.id})
+        if not resumable:
+            remove_dead_attempts(store, prefix, keep={attempt.id})
         for other in live_attempts(store, prefix, attempt.id):
             log.info(
                 "%s: attempt %s (host %s, pid %d) is also producing %s; the first to finish "
                 "publishes", spec.name, other.attempt, other.host, other.pid, url,
             )  # fmt: skip
+        manifest = produce(attempt, digest)
+        if manifest is None:
+            return None
+        previous = find_manifest(store, prefix) if force else None
+        winner = attempt.publish(manifest, replace=force)
+        if winner is not None:
+            log.info("%s: attempt %s published %s first; using it", spec.name, winner.attempt, url)
+            return StageOutput(url, winner, cached=True)
+    if previous is not None:
+        _remove_replaced(store, prefix, previous, manifest)
+    if resumable:
+        remove_dead_attempts(store, prefix)  # the runs resumed from
+    return StageOutput(url, manifest, cached=False)
+
+
+def run_cached(
+    store: ObjectStore,
+    spec: StageSpec,
+    experiment: Experiment,
+    fields: dict,
+    inputs: list[str],
+    build: Callable[[OutputWriter], None],
+    *,
+    force: bool = False,
+) -> StageOutput:
+    """`run_in_attempt` for a stage that writes shards: `build` fills an OutputWriter whose
+    manifest (written last) lists them."""
+
+    def produce(attempt: Attempt, digest: str) -> Manifest:
         writer = OutputWriter(
             store,
-            prefix,
+            spec.output_prefix(experiment.dataset.name, digest),
             stage=spec.name,
             stage_version=spec.version,
             digest=digest,
@@ -115,20 +150,17 @@ def run_cached(
         )
         try:
             build(writer)
-            manifest = writer.close()
+            return writer.close()
         except BaseException:
             writer.abort()
             attempt.discard()
             raise
-        previous = find_manifest(store, prefix) if force else None
-        winner = attempt.publish(manifest, replace=force)
-        if winner is not None:
-            log.info("%s: attempt %s published %s first; using it", spec.name, winner.attempt, url)
-            return StageOutput(url, winner, cached=True)
-    if previous is not None:
-        _remove_replaced(store, prefix, previous, manifest)
-    log.info("%s: published %d samples at %s", spec.name, manifest.samples, url)
-    return StageOutput(url, manifest, cached=False)
+
+    output = run_in_attempt(store, spec, experiment, fields, inputs, produce, force=force)
+    assert output is not None  # produce always returns a manifest or raises
+    if not output.cached:
+        log.info("%s: published %d samples at %s", spec.name, output.manifest.samples, output.url)
+    return output
 
 
 def _remove_replaced(store: ObjectStore, prefix: str, old: Manifest, new: Manifest) -> None:

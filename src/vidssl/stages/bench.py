@@ -271,10 +271,12 @@ def run(
         "queries": queries or "test",
         "exports": exports,
         "training": {
-            "objective": training.objective,
-            "pairing": training.pairing,
+            "method": training.method.kind,
+            "pairing": getattr(training.sampler, "pairing", training.sampler.kind),
             "augmentation": training.augmentation,
-        },
+        }
+        if training
+        else None,  # exports made by hand for an experiment that does not train
         "models": {},
     }
     train = test = None
@@ -345,3 +347,20 @@ def run(
     metrics["report_html_url"] = store.url(f"{run_prefix}/report.html")
     metrics["report_url"] = store.url(f"{run_prefix}/report.md")
     return metrics
+
+
+def kfp_metrics(result: dict) -> dict[str, float]:
+    """The headline numbers of `run`'s result as flat KFP metrics, each named after the first
+    word of its export's label (`nearby_3d_map`, `random_reid_map`, `imagenet_R@1`)."""
+    flat: dict[str, float] = {}
+    for name, model in result["models"].items():
+        tag = name.split(" ")[0]
+        if "pose" in model:
+            pose = model["pose"]["1"]
+            flat[f"{tag}_3d_map"] = pose["3d_map"]
+            flat[f"{tag}_iou_over_0.5_pooled"] = pose["pooled"]["fraction_iou_over_0.5"]
+            flat[f"{tag}_reid_map"] = model["reid_map"]
+            flat[f"{tag}_category_accuracy"] = model["category_accuracy"]
+        for key, value in model.get("retrieval", {}).items():
+            flat[f"{tag}_{key}"] = value
+    return flat

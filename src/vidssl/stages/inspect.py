@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from vidssl.config import Experiment
 from vidssl.errors import InputError
+from vidssl.evaluate.report import markdown_table
 from vidssl.progress import track
 from vidssl.shards import decode_json, read_split
 from vidssl.stages.base import input_manifest, store_for
@@ -60,11 +61,14 @@ def render_markdown(report: dict) -> str:
         "",
         f"Source: `{report['clips_url']}`",
         "",
-        "| split | videos | samples | frames |",
-        "|---|---:|---:|---:|",
+        markdown_table(
+            ("split", "videos", "samples", "frames"),
+            [
+                (split, str(counts["videos"]), str(counts["samples"]), str(counts["frames"]))
+                for split, counts in report["splits"].items()
+            ],
+        ),
     ]
-    for split, counts in report["splits"].items():
-        lines.append(f"| {split} | {counts['videos']} | {counts['samples']} | {counts['frames']} |")
     cleaning = report.get("cleaning")
     if cleaning:
         lines += [
@@ -72,11 +76,10 @@ def render_markdown(report: dict) -> str:
             f"Cleaning kept {cleaning['frames_kept']} of {cleaning['frames_in']} frames "
             f"({100 * cleaning['dropped_fraction']:.1f}% dropped).",
             "",
-            "| dropped because | frames |",
-            "|---|---:|",
-        ]
-        lines += [
-            f"| {reason} | {count} |" for reason, count in cleaning["dropped_by_reason"].items()
+            markdown_table(
+                ("dropped because", "frames"),
+                [(reason, str(count)) for reason, count in cleaning["dropped_by_reason"].items()],
+            ),
         ]
     if report["skipped"]:
         lines += ["", "Skipped inputs:", ""]

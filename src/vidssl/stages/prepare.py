@@ -1,18 +1,26 @@
-"""The clips an experiment trains on, stage by stage in this process: [synth ->] ingest ->
-[clean], as the `siampose` pipeline's data steps run them (for benchmarks and tests that need
-the data without the pipeline runner)."""
+"""The clips an experiment trains on, its data stages run in this process in the order the
+stage graph gives ([synth ->] ingest -> [clean], `vidssl.stages.graph`), as the pipeline's data
+tasks run them (for benchmarks and tests that need the data without the pipeline runner)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vidssl.config import Experiment
 from vidssl.stages import clean, ingest, synth
+from vidssl.stages.graph import data_stages
+
+#: How to run each data stage here: (experiment, the previous stage's URL or None) -> its URL.
+IN_PROCESS: dict[str, Callable[[Experiment, str | None], str]] = {
+    "synth": lambda experiment, _: synth.raw_url(synth.run(experiment)),
+    "ingest": lambda experiment, source_url: ingest.run(experiment, source_url=source_url).url,
+    "clean": lambda experiment, clips_url: clean.run(experiment, clips_url).url,
+}
 
 
 def prepared_clips(experiment: Experiment) -> str:
     """URL of the experiment's training clips (every stage cached by its digest)."""
-    kind = experiment.dataset.source.kind
-    source_url = synth.raw_url(synth.run(experiment)) if kind == "synthetic_objectron" else None
-    clips_url = ingest.run(experiment, source_url=source_url).url
-    if kind in ("objectron", "synthetic_objectron"):
-        clips_url = clean.run(experiment, clips_url).url
-    return clips_url
+    url = None
+    for stage in data_stages(experiment):
+        url = IN_PROCESS[stage](experiment, url)
+    return url

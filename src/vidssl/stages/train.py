@@ -13,25 +13,27 @@ from dataclasses import dataclass
 import torch
 
 from vidssl import __version__
-from vidssl.config import Experiment
+from vidssl.config import ConfigError, Experiment, TrainConfig
 from vidssl.errors import InputError
-from vidssl.shards import Manifest, find_manifest
-from vidssl.shards.attempts import (
-    Attempt,
-    attempt_prefix,
-    dead_attempts,
-    remove_dead_attempts,
+from vidssl.shards import Manifest
+from vidssl.shards.attempts import Attempt, attempt_prefix, dead_attempts
+from vidssl.stages.base import (
+    StageSpec,
+    input_manifest,
+    run_in_attempt,
+    stage_digest,
+    store_for,
 )
-from vidssl.stages.base import StageSpec, input_manifest, stage_digest, store_for
 from vidssl.store import ObjectStore
 from vidssl.train.checkpoint_io import load_state, state_bytes
-from vidssl.train.objectives import build_objective
+from vidssl.train.methods import build_method
+from vidssl.train.samplers import build_sampler
 from vidssl.train.trainer import Trainer, checkpoint_step, latest_checkpoint
-from vidssl.train.views import examples_per_epoch
 
 log = logging.getLogger(__name__)
 
-SPEC = StageSpec(name="train", version=3)  # 2: separable blur, uint8; 3: every-pair epochs
+# 2: separable blur, uint8; 3: every-pair epochs; 4: methods and samplers (nested config)
+SPEC = StageSpec(name="train", version=4)
 FINAL = "final.pt"
 #: Settings that change how fast or where training runs, not what it learns.
 _NOT_IN_DIGEST = {"loader_workers", "metrics_port", "checkpoint_every", "knn_max_train", "knn_k"}
@@ -64,17 +66,21 @@ def train_split_counts(clips: Manifest) -> tuple[int, int]:
 
 
 def steps_per_epoch(experiment: Experiment, clips: Manifest) -> int:
-    """`train.steps_per_epoch`, else the training split's examples / batch: every consecutive
-    pair once (`examples_per_clip: every_pair`, the reference's epoch) or so many per clip."""
-    cfg = experiment.train
+    """`train.steps_per_epoch`, else the training split's examples / batch: every example of
+    every clip once (`examples_per_clip: all`, the reference's epoch) or so many per clip."""
+    cfg = trained(experiment)
     if cfg.steps_per_epoch:
         return cfg.steps_per_epoch
     clip_count, frames = train_split_counts(clips)
-    if cfg.examples_per_clip == "every_pair":
-        examples = examples_per_epoch(cfg.pairing, frames, clip_count, cfg.nearby_offset)
-    else:
-        examples = clip_count * cfg.examples_per_clip
+    examples = build_sampler(cfg.sampler).epoch_examples(frames, clip_count)
     return max(1, examples // cfg.batch_size)
+
+
+def trained(experiment: Experiment) -> TrainConfig:
+    """The experiment's `train:` section; an error naming the experiment when it has none."""
+    if experiment.train is None:
+        raise ConfigError(f"experiment {experiment.name}: no train: section, nothing to train")
+    return experiment.train
 
 
 def _resume_point(store: ObjectStore, prefix: str, mine: str) -> str | None:
@@ -97,26 +103,18 @@ def run(
     """Train, or resume the newest checkpoint a dead run of the same output left (not with
     `force`). Safe beside another run of the same training (vidssl.shards.attempts): each
     checkpoints under its own attempt folder and the first to finish publishes."""
-    cfg = experiment.train
+    cfg = trained(experiment)
     store = store_for(experiment)
     clips_prefix, clips = input_manifest(store, clips_url)
     if "train" not in clips.splits:
         raise InputError(f"{clips_url}: no train split to train on")
     fields = {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
-    digest = stage_digest(SPEC.name, SPEC.version, fields, [clips.digest])
-    prefix = SPEC.output_prefix(experiment.dataset.name, digest)
-    url = store.url(prefix)
-    if not force:
-        existing = find_manifest(store, prefix)
-        if existing is not None:
-            log.info("train: finished model found at %s; skipping (use --force to redo)", url)
-            return TrainOutput(url, existing, cached=True)
 
-    with Attempt(store, prefix) as attempt:
+    def produce(attempt: Attempt, digest: str) -> Manifest | None:
         torch.manual_seed(cfg.seed)
-        model = build_objective(cfg)
+        prefix = SPEC.output_prefix(experiment.dataset.name, digest)
         trainer = Trainer(
-            model,
+            build_method(cfg),
             cfg,
             store,
             attempt.prefix,
@@ -127,8 +125,8 @@ def run(
             resume_from=None if force else _resume_point(store, prefix, attempt.id),
         )
         result = trainer.fit(stop_after_step)
-        if result.steps < cfg.epochs * trainer.steps_per_epoch or not trainer.distributed.main:
-            return TrainOutput(url, None, cached=False)
+        if result.steps < trainer.total_steps or not trainer.distributed.main:
+            return None
         model_key = f"{attempt.prefix}/{FINAL}"
         final = {
             "backbone": cfg.backbone,
@@ -138,7 +136,10 @@ def run(
         }
         store.put(model_key, state_bytes(final))
         store.put_text(f"{attempt.prefix}/metrics.json", json.dumps(result.history, indent=2))
-        manifest = Manifest(
+        accuracy = result.history[-1]["knn_accuracy"] if result.history else "n/a"
+        log.info("train: %d steps, final kNN accuracy %s; model at %s", result.steps, accuracy,
+                 store.url(model_key))  # fmt: skip
+        return Manifest(
             stage=SPEC.name,
             stage_version=SPEC.version,
             digest=digest,
@@ -153,15 +154,16 @@ def run(
                 "model": store.url(model_key),
             },
         )
-        winner = attempt.publish(manifest, replace=force)
-        if winner is not None:
-            log.info("train: attempt %s published %s first; using it", winner.attempt, url)
-            return TrainOutput(url, winner, cached=True)
-    remove_dead_attempts(store, prefix)  # the runs resumed from, and any replaced by --force
-    accuracy = result.history[-1]["knn_accuracy"] if result.history else "n/a"
-    log.info("train: %d steps, final kNN accuracy %s; model at %s", result.steps, accuracy,
-             store.url(model_key))  # fmt: skip
-    return TrainOutput(url, manifest, cached=False)
+
+    output = run_in_attempt(
+        store, SPEC, experiment, fields, [clips.digest], produce, force=force, resumable=True
+    )
+    if output is None:  # stopped early (stop_after_step), or not the main DDP rank
+        digest = stage_digest(SPEC.name, SPEC.version, fields, [clips.digest])
+        return TrainOutput(
+            store.url(SPEC.output_prefix(experiment.dataset.name, digest)), None, False
+        )
+    return TrainOutput(output.url, output.manifest, output.cached)
 
 
 def load_encoder(store: ObjectStore, model_url: str) -> tuple[torch.nn.Module, dict]:

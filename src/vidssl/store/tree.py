@@ -1,7 +1,8 @@
 """A read-only view of a dataset's files, on disk or under an `s3://bucket/prefix`.
 
 Adapters list and read small files (index files, annotations, CSVs) through it; video decoders
-need a real file, so `local_copy` downloads an S3 object to a temporary file for the duration.
+need a real file, so `local_copy` downloads an S3 object to a temporary file for the duration
+(and `local_folder` a folder of frames to a temporary folder).
 """
 
 from __future__ import annotations
@@ -102,3 +103,19 @@ class FileTree:
             yield temporary
         finally:
             os.unlink(temporary)
+
+    @contextlib.contextmanager
+    def local_folder(self, relative: str) -> Iterator[str]:
+        """A local path to the folder (on S3, a temporary download of every object under it,
+        removed afterwards). A folder that does not exist is an empty one."""
+        if self._store is None:
+            yield str(self._file(relative))
+            return
+        prefix = f"{relative.rstrip('/')}/"
+        with tempfile.TemporaryDirectory(prefix="vidssl-") as temporary:
+            for name in self.list(prefix):
+                data = self.read_bytes(name)  # refuses a name that leaves the folder
+                target = Path(temporary, name[len(prefix) :])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            yield temporary

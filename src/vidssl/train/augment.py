@@ -6,6 +6,9 @@ tensors. Each view gets its own draw; the horizontal flip is decided once per ex
 - ULC+PX: ultra-light crop (rescale < 20%, aspect kept) + PX
 - LC+PX: light crop (rescale < 40%, aspect kept) + PX
 - Full: SimCLR's random resized crop (scale 0.2-1, aspect 3/4-4/3) + PX
+- MoCo-v2 (Chen et al. 2020, moco's main_moco.py with --aug-plus): Full's crop and pixel
+  operations with a horizontal flip drawn for each view (on top of the shared flip: each view is
+  then flipped with probability 1/2 independently of the other)
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-Preset = Literal["px", "ulc_px", "lc_px", "full"]
+Preset = Literal["px", "ulc_px", "lc_px", "full", "mocov2"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -25,7 +28,10 @@ CROP_SCALES = {
     "ulc_px": ((0.8, 1.0), (1.0, 1.0)),
     "lc_px": ((0.6, 1.0), (1.0, 1.0)),
     "full": ((0.2, 1.0), (3 / 4, 4 / 3)),
+    "mocov2": ((0.2, 1.0), (3 / 4, 4 / 3)),
 }
+#: Presets that flip each view on its own as well.
+PER_VIEW_FLIP = {"mocov2"}
 # SimCLR's pixel operations: jitter strengths (brightness, contrast, saturation, hue), the
 # probability of each operation, and the blur's sigma range.
 COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)
@@ -81,8 +87,11 @@ def view_transform(preset: Preset, size: int) -> v2.Compose:
         scale, ratio = CROP_SCALES[preset]
         geometry = [v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)]
     else:
-        raise ValueError(f"unknown augmentation preset {preset!r}; use px, ulc_px, lc_px or full")
-    return v2.Compose([*geometry, *_pixel_ops(size)])
+        raise ValueError(
+            f"unknown augmentation preset {preset!r}; use px, ulc_px, lc_px, full or mocov2"
+        )
+    flips = [v2.RandomHorizontalFlip()] if preset in PER_VIEW_FLIP else []
+    return v2.Compose([*geometry, *_pixel_ops(size), *flips])
 
 
 def eval_transform(size: int) -> v2.Resize:

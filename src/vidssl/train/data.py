@@ -1,12 +1,14 @@
-"""Training examples from clip shards: per example, the frames a pairing picks, cropped (one
-shared window for Objectron) or whole, flipped together, augmented independently.
+"""Training examples from clip shards: per example, the frames the sampler picks
+(vidssl.train.samplers), cropped (one shared window for Objectron) or whole, flipped together,
+augmented independently, handed over as a dict of tensors named by the sampler's views.
 
 One epoch is a fixed number of batches drawn from an endless, seeded stream (shards resampled,
 clips shuffled): the same (seed, epoch) gives the same batches, so a resumed run can skip to
 where it stopped and continue exactly as an uninterrupted one would. By default
-(`examples_per_clip: every_pair`) a clip visit yields every consecutive pair of the clip and an
-epoch holds as many examples as the training split has pairs, as the reference's loader: each
-pair is then visited once per epoch on average (the stream resamples clips, so not exactly).
+(`examples_per_clip: all`) a clip visit yields every example of the clip (for nearby pairs: every
+consecutive pair) and an epoch holds as many examples as the training split has, as the
+reference's loader: each is then visited once per epoch on average (the stream resamples clips,
+so not exactly).
 """
 
 from __future__ import annotations
@@ -25,12 +27,8 @@ from vidssl.objectron.cleaning import crop_box
 from vidssl.shards import decode_json, read_split
 from vidssl.store import open_store
 from vidssl.train.augment import eval_transform, flip_views, view_transform
-from vidssl.train.views import (
-    anchor_positions,
-    crop_with_padding,
-    sample_frames,
-    shared_crop_window,
-)
+from vidssl.train.samplers import Sampler, build_sampler
+from vidssl.train.views import crop_with_padding, shared_crop_window
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -77,18 +75,14 @@ def view_images(
 
 
 class TrainingExamples(IterableDataset):
-    """Endless seeded stream of examples (a list of view tensors) for one epoch."""
+    """Endless seeded stream of examples (view name -> uint8 tensor) for one epoch."""
 
     def __init__(self, store_uri: str, prefix: str, cfg: TrainConfig, epoch: int, rank: int = 0):
-        self.store_uri, self.prefix, self.cfg, self.epoch, self.rank = (
-            store_uri,
-            prefix,
-            cfg,
-            epoch,
-            rank,
-        )
+        self.store_uri, self.prefix, self.cfg = store_uri, prefix, cfg
+        self.epoch, self.rank = epoch, rank
+        self.sampler: Sampler = build_sampler(cfg.sampler)
 
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.cfg
         info = get_worker_info()
         worker = info.id if info else 0
@@ -107,24 +101,22 @@ class TrainingExamples(IterableDataset):
         for sample, meta, positions in self._shuffled_examples(clips, rng):
             images = view_images(sample, meta, positions, cfg.views_from)
             views = flip_views([to_tensor(image) for image in images], generator)
-            yield [transform(view) for view in views]
+            yield {
+                name: transform(view) for name, view in zip(self.sampler.views, views, strict=True)
+            }
 
     def _shuffled_examples(self, clips, rng: random.Random) -> Iterator[tuple]:  # type: ignore[no-untyped-def]
-        """(sample, meta, frame positions) of each example. With `every_pair` a clip gives all
-        its pairs at once, so they go through a shuffle buffer of `train.shuffle_buffer`
-        examples: a batch then mixes videos instead of holding one video's pairs."""
-        cfg = self.cfg
-        minimum = 4 if cfg.pairing == "tcn" else 1
-        size = cfg.shuffle_buffer if cfg.examples_per_clip == "every_pair" else 0
+        """(sample, meta, frame positions) of each example. With `examples_per_clip: all` a
+        clip gives all its examples at once, so they go through a shuffle buffer of
+        `train.shuffle_buffer` examples: a batch then mixes videos instead of holding one
+        video's examples."""
+        size = self.cfg.shuffle_buffer if self.sampler.every_example else 0
         buffer: list[tuple] = []
         for sample in clips:
             meta = decode_json(sample)
-            if meta["num_frames"] < minimum:
+            if meta["num_frames"] < self.sampler.min_frames:
                 continue
-            for anchor in clip_anchors(cfg, meta["num_frames"], rng):
-                positions = sample_frames(
-                    cfg.pairing, meta["num_frames"], rng, cfg.nearby_offset, anchor
-                )
+            for positions in self.sampler.clip_examples(meta["num_frames"], rng):
                 buffer.append((sample, meta, positions))
                 if len(buffer) > size:
                     index = rng.randrange(len(buffer))
@@ -132,16 +124,6 @@ class TrainingExamples(IterableDataset):
                     yield buffer.pop()
         rng.shuffle(buffer)  # a finite stream's last examples
         yield from buffer
-
-
-def clip_anchors(cfg: TrainConfig, num_frames: int, rng: random.Random) -> list:
-    """A clip visit's anchors: all its pairs, shuffled (`examples_per_clip: every_pair`, the
-    reference's epoch), or `examples_per_clip` random ones (None: drawn by the sampler)."""
-    if cfg.examples_per_clip == "every_pair":
-        anchors = anchor_positions(cfg.pairing, num_frames, cfg.nearby_offset)
-        rng.shuffle(anchors)
-        return anchors
-    return [None] * cfg.examples_per_clip
 
 
 def frame_crops(sample: dict, views_from: str, size: int) -> Iterator[tuple[int, torch.Tensor]]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidssl.evaluate.metrics import nearest_neighbours
 from vidssl.shards import decode_json, read_split
 from vidssl.store import ObjectStore
 from vidssl.train.augment import normalize
@@ -85,21 +86,24 @@ def knn_accuracy(
     query_labels: list[str],
     k: int,
 ) -> float:
-    """Majority vote among the k cosine nearest training embeddings (ties: the nearest wins)."""
+    """Majority vote among the k cosine nearest training embeddings (L2-normalised; found by
+    vidssl.evaluate.metrics.nearest_neighbours, the benchmarks' search; ties: the nearest wins)."""
     if not len(query_labels) or not len(train_labels):
         return float("nan")
     names = sorted(set(train_labels) | set(query_labels))
     index = {name: i for i, name in enumerate(names)}
     train_ids = torch.tensor([index[n] for n in train_labels])
-    correct = 0
+    truth = torch.tensor([index[n] for n in query_labels])
     k = min(k, len(train_labels))
-    for start in range(0, len(query_labels), 1024):
-        similarity = query_features[start : start + 1024] @ train_features.T
-        top = similarity.topk(k, dim=1)
-        votes = torch.zeros(len(top.indices), len(names))
-        weights = 1 + 1e-3 * torch.linspace(1, 0, k)  # nearest first breaks ties
-        votes.scatter_add_(1, train_ids[top.indices], weights.expand_as(top.values).contiguous())
+    weights = 1 + 1e-3 * torch.linspace(1, 0, k)  # nearest first breaks ties
+    correct, start = 0, 0
+    for indices, _ in nearest_neighbours(
+        query_features.cpu().numpy(), train_features.cpu().numpy(), k=k, chunk=1024
+    ):
+        top = torch.from_numpy(indices)
+        votes = torch.zeros(len(top), len(names))
+        votes.scatter_add_(1, train_ids[top], weights.expand_as(top).contiguous())
         predicted = votes.argmax(dim=1)
-        truth = torch.tensor([index[n] for n in query_labels[start : start + 1024]])
-        correct += int((predicted == truth).sum())
+        correct += int((predicted == truth[start : start + len(top)]).sum())
+        start += len(top)
     return correct / len(query_labels)

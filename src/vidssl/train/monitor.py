@@ -1,7 +1,7 @@
 """What training reports: Prometheus gauges (served on an HTTP port while training, pushed to a
 Pushgateway when VIDSSL_PUSHGATEWAY names one), the collapse monitor, and divergence checks.
 prometheus_client is imported by `TrainMetrics` alone: the collapse monitor and the guard also
-serve runs on machines without it (vidssl.bench.siampose_curve)."""
+serve runs on machines without it (vidssl.perf.siampose_curve)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class DivergenceGuard:
 
 class TrainMetrics:
     NAMES: ClassVar[dict[str, str]] = {
-        "loss": "training loss",
+        "loss": "training loss (the sum of the method's loss terms)",
         "lr": "learning rate of the encoder",
         "samples_per_second": "training examples per second",
         "collapse_std": "mean std of the L2-normalised projections",
@@ -71,6 +71,7 @@ class TrainMetrics:
             name: Gauge(f"vidssl_train_{name}", text, registry=self.registry)
             for name, text in self.NAMES.items()
         }
+        self._gauge_class = Gauge
         self.gateway = os.environ.get(PUSHGATEWAY_ENV)
         if port:
             start_http_server(port, addr="0.0.0.0", registry=self.registry)
@@ -79,6 +80,16 @@ class TrainMetrics:
     def update(self, **values: float) -> None:
         for name, value in values.items():
             self.gauges[name].set(value)
+
+    def update_losses(self, losses: dict[str, float]) -> None:
+        """`loss` (the total) and a gauge per loss term of the method: vidssl_train_loss_<term>."""
+        for name, value in losses.items():
+            key = name if name == "loss" else f"loss_{name}"
+            if key not in self.gauges:
+                self.gauges[key] = self._gauge_class(
+                    f"vidssl_train_{key}", f"training loss term {name}", registry=self.registry
+                )
+            self.gauges[key].set(value)
 
     def push(self) -> None:
         if not self.gateway:

@@ -1,8 +1,10 @@
-"""The one training loop every objective shares: SGD with lr scaled by batch/256 (the SimSiam
-predictor's lr fixed), linear warm-up then cosine over the epochs actually trained, bf16
-autocast and channels_last on GPU, DDP under torchrun, checkpoints in the store every N steps
-with exact resume, the collapse monitor, kNN category accuracy on val each epoch, progress with
-rate and ETA, Prometheus metrics, and a stop with a clear message when the loss diverges."""
+"""The one training loop every method shares (it never names one: vidssl.train.methods): SGD
+over the method's parameter groups with lr scaled by batch/256 (groups marked `fixed_lr` kept at
+the peak), linear warm-up then cosine over the epochs actually trained, the method's hook after
+each optimiser step (momentum encoders), bf16 autocast and channels_last on GPU, DDP under
+torchrun, checkpoints in the store every N steps with exact resume, every loss term logged,
+guarded and exported to Prometheus, the collapse monitor, kNN category accuracy on val each
+epoch, progress with rate and ETA, and a stop with a clear message when a loss diverges."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from vidssl.config import TrainConfig
@@ -25,6 +26,7 @@ from vidssl.train.augment import normalize
 from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
+from vidssl.train.methods import Method, total_loss
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics, collapse_std
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,14 @@ def checkpoint_step(store: ObjectStore, prefix: str) -> int:
     return int(json.loads(store.get_text(f"{prefix}/{LATEST}"))["step"])
 
 
+def peak_learning_rate(cfg: TrainConfig) -> float:
+    return cfg.optimizer.base_lr * cfg.batch_size / 256
+
+
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over `warmup_epochs`, then cosine to 0 at the end of `epochs`."""
-    peak = cfg.base_lr * cfg.batch_size / 256
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    """Linear warm-up over `optimizer.warmup_epochs`, then cosine to 0 at the end of `epochs`."""
+    peak = peak_learning_rate(cfg)
+    warmup = cfg.optimizer.warmup_epochs * steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -83,7 +89,7 @@ class TrainResult:
 class Trainer:
     def __init__(
         self,
-        model: nn.Module,
+        model: Method,
         cfg: TrainConfig,
         store: ObjectStore,
         output_prefix: str,
@@ -100,28 +106,29 @@ class Trainer:
         self.resume_from = resume_from
         self.store_uri, self.clips_prefix = store_uri, clips_prefix
         self.steps_per_epoch = steps_per_epoch
+        self.total_steps = cfg.epochs * steps_per_epoch
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.distributed = Distributed.from_environment(self.device)
         self.model = model.to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        fixed = {id(p) for m in getattr(model, "fixed_lr_modules", list)() for p in m.parameters()}
         self.optimizer = torch.optim.SGD(
             [
-                {"params": [p for p in model.parameters() if id(p) not in fixed], "fix_lr": False},
-                {"params": [p for p in model.parameters() if id(p) in fixed], "fix_lr": True},
+                {"params": group["params"], "name": group["name"],
+                 "fix_lr": group.get("fixed_lr", False)}
+                for group in self.model.learnable_params()
             ],
             lr=learning_rate(cfg, 0, steps_per_epoch),
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-        )
-        self.forward_model: nn.Module = self.model
+            momentum=cfg.optimizer.momentum,
+            weight_decay=cfg.optimizer.weight_decay,
+        )  # fmt: skip
+        self.forward_model: torch.nn.Module = self.model
         if self.distributed.world > 1:
-            if self.device.type == "cuda":  # SimSiam's BN statistics span the global batch
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.forward_model = nn.parallel.DistributedDataParallel(self.model)
+            if self.device.type == "cuda" and self.model.sync_batch_norm:
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
         self.metrics = TrainMetrics(job, cfg.metrics_port if self.distributed.main else 0)
-        self.guard = DivergenceGuard(cfg.explode_factor)
+        self.guards: dict[str, DivergenceGuard] = {}
         self.step = 0
         self.history: list[dict] = []
 
@@ -173,35 +180,49 @@ class Trainer:
             prefetch_factor=4 if self.cfg.loader_workers else None,
         )
 
-    def _train_step(self, views: list[torch.Tensor]) -> tuple[float, float]:
+    def _guard(self, losses: dict[str, float]) -> None:
+        """Every loss term and their total: finite, and no sudden jump (DivergenceGuard)."""
+        for name, value in losses.items():
+            guard = self.guards.setdefault(name, DivergenceGuard(self.cfg.explode_factor))
+            try:
+                guard.check(value, self.step)
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"{name}: {exc}") from None
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, float], float]:
         cfg = self.cfg
         lr = learning_rate(cfg, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.base_lr * cfg.batch_size / 256 if group["fix_lr"] else lr
+            group["lr"] = peak_learning_rate(cfg) if group["fix_lr"] else lr
         memory = torch.channels_last if cfg.channels_last and self.device.type == "cuda" else None
-        views = [
-            normalize(v.to(self.device, non_blocking=True)).contiguous(
+        batch = {
+            name: normalize(view.to(self.device, non_blocking=True)).contiguous(
                 memory_format=memory or torch.contiguous_format
             )
-            for v in views
-        ]
+            for name, view in batch.items()
+        }
         use_amp = cfg.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, projections = self.forward_model(views)
-        value = float(loss.detach())
-        self.guard.check(value, self.step)
+            terms, projections = self.forward_model(batch)
+        loss = total_loss(terms)
+        values = {"loss": float(loss.detach())}
+        if len(terms) > 1:
+            values.update({name: float(term.detach()) for name, term in terms.items()})
+        self._guard(values)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return value, collapse_std(projections)
+        self.model.after_optimizer_step(self.step, self.total_steps)
+        return values, collapse_std(projections)
 
-    def _log_progress(self, epoch: int, total: int, loss: float, std: float, rate: float) -> None:
-        eta = format_eta((total - self.step) * self.cfg.batch_size / max(rate, 1e-9))
+    def _log_progress(self, epoch: int, losses: dict[str, float], std: float, rate: float) -> None:
+        eta = format_eta((self.total_steps - self.step) * self.cfg.batch_size / max(rate, 1e-9))
         lr = learning_rate(self.cfg, self.step - 1, self.steps_per_epoch)
+        terms = " ".join(f"{name} {value:.4f}" for name, value in losses.items())
         log.info(
-            "step %d/%d epoch %d loss %.4f lr %.4g collapse-std %.4f %.1f samples/s ETA %s",
-            self.step, total, epoch, loss, lr, std, rate, eta,
+            "step %d/%d epoch %d %s lr %.4g collapse-std %.4f %.1f samples/s ETA %s",
+            self.step, self.total_steps, epoch, terms, lr, std, rate, eta,
         )  # fmt: skip
         self.metrics.push()
 
@@ -213,40 +234,41 @@ class Trainer:
         """Train to `epochs` (or stop early after a given step, as a crash would); `on_step`
         is called with the step number after each step (benchmarks time steady-state steps)."""
         cfg = self.cfg
-        total = cfg.epochs * self.steps_per_epoch
         self.resume()
         started, done_here = time.monotonic(), 0
-        while self.step < total:
+        while self.step < self.total_steps:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
             batches = iter(self.loader(epoch))
             for _ in range(skip):  # a resumed epoch: draw the batches already trained on
                 next(batches)
-            losses, stds = [], []
+            sums: dict[str, float] = {}
+            stds = []
             for _ in range(skip, self.steps_per_epoch):
                 try:
-                    loss, std = self._train_step(next(batches))
+                    losses, std = self._train_step(next(batches))
                 except TrainingDiverged as exc:
                     raise TrainingDiverged(
                         f"training stopped: {exc}. The last good checkpoint is kept at "
-                        f"{self.store.url(self.prefix + '/checkpoints/')}; lower train.base_lr "
-                        "or check the data"
+                        f"{self.store.url(self.prefix + '/checkpoints/')}; lower "
+                        "train.optimizer.base_lr or check the data"
                     ) from None
-                losses.append(loss)
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value
                 stds.append(std)
                 done_here += 1
                 if on_step is not None:
                     on_step(self.step)
                 rate = done_here * cfg.batch_size / (time.monotonic() - started)
+                self.metrics.update_losses(losses)
                 self.metrics.update(
-                    loss=loss,
                     lr=learning_rate(cfg, self.step - 1, self.steps_per_epoch),
                     samples_per_second=rate,
                     collapse_std=std,
                     epoch=epoch,
                     step=self.step,
                 )
-                if self.step % 10 == 0 or self.step == total:
-                    self._log_progress(epoch, total, loss, std, rate)
+                if self.step % 10 == 0 or self.step == self.total_steps:
+                    self._log_progress(epoch, losses, std, rate)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if stop_after_step is not None and self.step >= stop_after_step:
@@ -254,7 +276,7 @@ class Trainer:
             record = {
                 "epoch": epoch,
                 "step": self.step,
-                "loss": sum(losses) / len(losses),
+                **{name: total / len(stds) for name, total in sums.items()},
                 "collapse_std": sum(stds) / len(stds),
                 "samples_per_second": round(
                     done_here * cfg.batch_size / (time.monotonic() - started), 2
@@ -268,7 +290,7 @@ class Trainer:
             self.save_checkpoint()
         return TrainResult(self.step, self.history)
 
-    def encoder(self) -> nn.Module:
+    def encoder(self) -> torch.nn.Module:
         return self.model.encoder
 
     def evaluate_knn(self) -> float:

@@ -1,66 +1,10 @@
-"""Which frames of a clip form a training example (SiamPose section 3): the same frame twice,
-nearby frames (`offset` kept frames apart: 200 ms at 5 fps), distant frames (uniform over the
-video), or a TCN triplet (anchor; positive within +-1 kept frame; negative > 2 frames away).
-And where to crop them: Objectron views share one window, the union of the two frames'
-annotated boxes, so the camera's motion stays visible between the views."""
+"""Where to crop a training example's views (which frames form one: vidssl.train.samplers).
+Objectron views share one window, the union of the frames' annotated boxes, so the camera's
+motion stays visible between the views."""
 
 from __future__ import annotations
 
-import random
-from typing import Literal
-
 import numpy as np
-
-Pairing = Literal["same", "nearby", "distant", "tcn"]
-
-
-def anchor_positions(pairing: Pairing, num_frames: int, offset: int = 1) -> list[int]:
-    """The anchors of one epoch's examples of a clip, as the reference's data loader makes them
-    (rjean/siampose hdf5_parser.py): every consecutive kept pair (i, i + offset) for nearby
-    pairs and TCN triplets, every kept frame for same and distant pairs."""
-    if pairing in ("nearby", "tcn"):
-        step = offset if pairing == "nearby" else 1
-        return list(range(max(0, num_frames - step)))
-    return list(range(num_frames))
-
-
-def examples_per_epoch(pairing: Pairing, frames: int, clips: int, offset: int = 1) -> int:
-    """len(anchor_positions) summed over clips, from a split's frame and clip counts (exact
-    when every clip has more frames than the offset, as cleaning's `min_frames` ensures)."""
-    if pairing in ("nearby", "tcn"):
-        return max(clips, frames - clips * (offset if pairing == "nearby" else 1))
-    return frames
-
-
-def sample_frames(
-    pairing: Pairing,
-    num_frames: int,
-    rng: random.Random,
-    offset: int = 1,
-    anchor: int | None = None,
-) -> list[int]:
-    """Frame positions (into the clip's kept frames) of one example: 2 for pairs, 3 for TCN;
-    from a random anchor unless one is given (see `anchor_positions`)."""
-    if num_frames < 1:
-        raise ValueError("a clip without frames has no views")
-    anchor = rng.randrange(num_frames) if anchor is None else anchor
-    if pairing == "same" or num_frames == 1:
-        if pairing == "tcn":
-            raise ValueError("a TCN triplet needs a clip of at least 4 frames")
-        return [anchor, anchor]
-    if pairing == "nearby":
-        partner = anchor + offset if anchor + offset < num_frames else anchor - offset
-        return [anchor, min(max(partner, 0), num_frames - 1)]
-    if pairing == "distant":
-        partner = rng.randrange(num_frames - 1)
-        return [anchor, partner + (partner >= anchor)]
-    if pairing == "tcn":
-        positives = [p for p in (anchor - 1, anchor + 1) if 0 <= p < num_frames]
-        negatives = [n for n in range(num_frames) if abs(n - anchor) > 2]
-        if not negatives:
-            raise ValueError("a TCN triplet needs a clip of at least 4 frames")
-        return [anchor, rng.choice(positives), rng.choice(negatives)]
-    raise ValueError(f"unknown pairing {pairing!r}")
 
 
 def shared_crop_window(

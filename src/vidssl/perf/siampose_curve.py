@@ -58,12 +58,14 @@ from vidssl.evaluate.metrics import (
     pose_table,
     reidentification_map,
 )
+from vidssl.evaluate.report import markdown_table
 from vidssl.progress import format_eta
 from vidssl.train.augment import eval_transform, normalize
 from vidssl.train.gpu_augment import augment_views
+from vidssl.train.methods import build_method, total_loss
 from vidssl.train.monitor import collapse_std
-from vidssl.train.objectives import build_objective
-from vidssl.train.views import crop_with_padding, sample_frames, shared_crop_window
+from vidssl.train.samplers import build_sampler
+from vidssl.train.views import crop_with_padding, shared_crop_window
 from vidssl.video import decode_jpeg
 
 FRAMES_FILE = "frames.npz"
@@ -301,13 +303,21 @@ class PairSampler:
         if not self.clips:
             raise ValueError("no training clips: the train split is empty")
         self.batches = clip_batches(len(self.clips), self.batch_size, self.rng)
+        self.pairs = build_sampler(
+            SimpleNamespace(
+                kind="pairs",
+                pairing=self.pairing,
+                nearby_offset=self.offset,
+                views=("first", "second"),
+            )
+        )
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(frames (B, 2) bank indices, windows (B, 4) bank pixels), on the CPU."""
         frames, windows = [], []
         for clip_number in next(self.batches):
             clip = self.clips[clip_number]
-            positions = sample_frames(self.pairing, len(clip), self.rng, self.offset)
+            positions = self.pairs.positions(len(clip), self.rng, None)
             first, second = (int(i) for i in clip[positions])
             frames.append((first, second))
             windows.append(self.windows(first, second))
@@ -447,15 +457,18 @@ def run_name(method: str, pairing: str, seed: int) -> str:
     return f"{method}-{pairing}-seed{seed}"
 
 
-def objective_config(options: argparse.Namespace) -> SimpleNamespace:
-    """What vidssl.train.objectives.build_objective reads of a training config."""
+def train_config(options: argparse.Namespace) -> SimpleNamespace:
+    """What vidssl.train.methods.build_method reads of a `train:` section (as attributes: no
+    pydantic on the GPU machine)."""
     return SimpleNamespace(
-        objective=options.method,
         backbone=options.backbone,
         weights=None,
-        projection_dim=options.projection_dim,
-        predictor_dim=options.predictor_dim,
-        temperature=options.temperature,
+        method=SimpleNamespace(
+            kind=options.method,
+            projection_dim=options.projection_dim,
+            predictor_dim=options.predictor_dim,
+            temperature=options.temperature,
+        ),
     )
 
 
@@ -469,12 +482,10 @@ def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
 
 def sgd(model: nn.Module, options: argparse.Namespace) -> torch.optim.SGD:
     """The trainer's optimiser: one group at the scheduled lr, one (SimSiam's predictor) fixed."""
-    fixed = {id(p) for m in model.fixed_lr_modules() for p in m.parameters()}
-    parameters = list(model.parameters())
     return torch.optim.SGD(
         [
-            {"params": [p for p in parameters if id(p) not in fixed], "fix_lr": False},
-            {"params": [p for p in parameters if id(p) in fixed], "fix_lr": True},
+            {"params": group["params"], "fix_lr": group.get("fixed_lr", False)}
+            for group in model.learnable_params()
         ],
         lr=0.0,
         momentum=options.momentum,
@@ -581,7 +592,7 @@ class CurveRun:
         torch.backends.cudnn.benchmark = self.cuda
         torch.manual_seed(options.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(options.seed)
-        self.model = build_objective(objective_config(options)).to(
+        self.model = build_method(train_config(options)).to(
             self.device, memory_format=self.memory_format
         )
         self.optimizer = sgd(self.model, options)
@@ -617,9 +628,10 @@ class CurveRun:
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, projections), both detached."""
         set_learning_rate(self.optimizer, self.learning_rate(step), self.peak_lr)
-        views = self.views()
+        first, second = self.views()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cuda):
-            loss, projections = self.model(views)
+            losses, projections = self.model({"first": first, "second": second})
+        loss = total_loss(losses)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -712,7 +724,7 @@ def _forward_lines(name: str, stream: Iterable[str]) -> None:
 def train_command(options: argparse.Namespace, method: str, pairing: str, seed: int) -> list[str]:
     """The `train` command of one run of a sweep."""
     return [
-        sys.executable, "-m", "vidssl.bench.siampose_curve", "train", str(options.data),
+        sys.executable, "-m", "vidssl.perf.siampose_curve", "train", str(options.data),
         "--out", str(options.out), "--method", method, "--pairing", pairing, "--seed", str(seed),
         *training_argv(options),
     ]  # fmt: skip
@@ -813,29 +825,28 @@ TABLE_COLUMNS = (
 )
 
 
-def table_line(label: str, rows: list[dict]) -> str:
+def table_cells(label: str, rows: list[dict]) -> list[str]:
     """Mean ± std over `rows` (one a seed) of each column."""
     steps = sorted({row["step"] for row in rows})
     step = f"{steps[0]}-{steps[-1]}" if len(steps) > 1 else str(steps[0])
     cells = [mean_std([metric(row, path) for row in rows]) for _, path in TABLE_COLUMNS]
-    return f"| {label} | {len(rows)} | {step} | " + " | ".join(cells) + " |"
+    return [label, str(len(rows)), step, *cells]
 
 
-def markdown_table(runs: dict) -> str:
+def results_table(runs: dict) -> str:
     """Final-step scores per method and pairing (mean ± std over seeds), and the baselines."""
-    lines = [
-        "| run | seeds | step | " + " | ".join(name for name, _ in TABLE_COLUMNS) + " |",
-        "|---|---|---|" + "---|" * len(TABLE_COLUMNS),
+    rows = [
+        table_cells(f"{method} {pairing}", [rows[-1] for rows in seeds.values()])
+        for (method, pairing), seeds in sorted(runs.items())
     ]
-    for (method, pairing), seeds in sorted(runs.items()):
-        lines.append(table_line(f"{method} {pairing}", [rows[-1] for rows in seeds.values()]))
     random_rows = random_embedding_rows(runs)
     if random_rows:
-        lines.append(table_line("random embedding (step 0)", random_rows))
+        rows.append(table_cells("random embedding (step 0)", random_rows))
     fit = random_fit(runs)
-    pose_cells = f"{fit['3d_map']:.3f} | {fit['pooled']['fraction_iou_over_0.5']:.3f}"
-    lines.append(f"| random in-category fit | - | - | {pose_cells} | - | - |")
-    return "\n".join(lines)
+    pose = [f"{fit['3d_map']:.3f}", f"{fit['pooled']['fraction_iou_over_0.5']:.3f}"]
+    rows.append(["random in-category fit", "-", "-", *pose, "-", "-"])
+    header = ["run", "seeds", "step", *(name for name, _ in TABLE_COLUMNS)]
+    return markdown_table(header, rows, align="l" * len(header))
 
 
 def plot(folder: Path, out: Path) -> str:
@@ -874,7 +885,7 @@ def plot(folder: Path, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     plt.close(figure)
-    return markdown_table(runs)
+    return results_table(runs)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -882,7 +893,7 @@ def plot(folder: Path, out: Path) -> str:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m vidssl.bench.siampose_curve",
+        prog="python -m vidssl.perf.siampose_curve",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

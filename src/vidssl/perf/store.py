@@ -1,4 +1,4 @@
-"""`make bench-store`: shard write/read throughput against the S3 server, next to raw minio
+"""`make perf-store`: shard write/read throughput against the S3 server, next to raw minio
 put_object/get_object of the same bytes in the same run, and the reader's peak memory for
 outputs of different shard counts (it streams, so the peak should not grow with them).
 
@@ -18,7 +18,7 @@ import time
 import tracemalloc
 import uuid
 
-from vidssl.bench import save_results
+from vidssl.perf import save_results
 from vidssl.shards import OutputWriter, read_split
 from vidssl.store import open_store
 from vidssl.store.base import RetryPolicy
@@ -45,10 +45,10 @@ def _writer(store, prefix: str, shard_bytes: int) -> OutputWriter:
     return OutputWriter(
         store,
         prefix,
-        stage="bench",
+        stage="perf",
         stage_version=1,
-        digest="bench",
-        dataset="bench",
+        digest="perf",
+        dataset="perf",
         config={},
         inputs=[],
         max_samples=1_000_000,
@@ -56,7 +56,7 @@ def _writer(store, prefix: str, shard_bytes: int) -> OutputWriter:
     )
 
 
-def bench_write(store: S3Store, prefix: str, count: int, sample_bytes: int, shard_bytes: int):
+def timed_write(store: S3Store, prefix: str, count: int, sample_bytes: int, shard_bytes: int):
     samples = list(_samples(count, sample_bytes))
     started = time.perf_counter()
     writer = _writer(store, prefix, shard_bytes)
@@ -67,7 +67,7 @@ def bench_write(store: S3Store, prefix: str, count: int, sample_bytes: int, shar
     return manifest, seconds
 
 
-def bench_raw_put(store: S3Store, prefix: str, blobs: list[bytes]) -> float:
+def timed_raw_put(store: S3Store, prefix: str, blobs: list[bytes]) -> float:
     started = time.perf_counter()
     for i, blob in enumerate(blobs):
         store.client.put_object(
@@ -80,7 +80,7 @@ def bench_raw_put(store: S3Store, prefix: str, blobs: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def bench_read(store: S3Store, prefix: str) -> tuple[int, float]:
+def timed_read(store: S3Store, prefix: str) -> tuple[int, float]:
     started = time.perf_counter()
     count = sum(
         1 for _ in read_split(store, prefix, "train", split_by_node=False, split_by_worker=False)
@@ -88,7 +88,7 @@ def bench_read(store: S3Store, prefix: str) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def bench_raw_get(store: S3Store, prefix: str, n: int) -> float:
+def timed_raw_get(store: S3Store, prefix: str, n: int) -> float:
     started = time.perf_counter()
     for i in range(n):
         response = store.client.get_object(
@@ -122,8 +122,8 @@ def _write_read(
     store: S3Store, prefix: str, count: int, args: argparse.Namespace, read_s: list[float]
 ) -> float:
     """Shard write then verified read of `count` samples; the write's seconds (read's appended)."""
-    _, write_seconds = bench_write(store, prefix, count, args.sample_kb * 1024, args.shard_mb * MB)
-    n, read_seconds = bench_read(store, prefix)
+    _, write_seconds = timed_write(store, prefix, count, args.sample_kb * 1024, args.shard_mb * MB)
+    n, read_seconds = timed_read(store, prefix)
     assert n == count
     read_s.append(read_seconds)
     return write_seconds
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     store = open_store(f"s3://{args.bucket}")
-    assert isinstance(store, S3Store), "bench-store measures the S3 backend"
-    run = f"bench/store/{uuid.uuid4().hex[:8]}"
+    assert isinstance(store, S3Store), "perf-store measures the S3 backend"
+    run = f"perf/store/{uuid.uuid4().hex[:8]}"
     sample_bytes = args.sample_kb * 1024
     count = args.total_mb * MB // sample_bytes
     results: dict = {"samples": count, "sample_bytes": sample_bytes, "shard_mb": args.shard_mb}
@@ -158,15 +158,15 @@ def main(argv: list[str] | None = None) -> dict:
             # The two policies take turns at going first, so drift favours neither.
             if repeat % 2:
                 without_retries(repeat)
-            manifest, seconds = bench_write(store, prefix, count, sample_bytes, args.shard_mb * MB)
+            manifest, seconds = timed_write(store, prefix, count, sample_bytes, args.shard_mb * MB)
             write_s.append(seconds)
             shard_keys = [f"{prefix}/{s.name}" for s in manifest.splits["train"].shards]
             blobs = [store.get(key) for key in shard_keys]
-            put_s.append(bench_raw_put(store, f"{run}/raw{repeat}", blobs))
-            n, seconds = bench_read(store, prefix)
+            put_s.append(timed_raw_put(store, f"{run}/raw{repeat}", blobs))
+            n, seconds = timed_read(store, prefix)
             assert n == count
             read_s.append(seconds)
-            get_s.append(bench_raw_get(store, f"{run}/raw{repeat}", len(blobs)))
+            get_s.append(timed_raw_get(store, f"{run}/raw{repeat}", len(blobs)))
             if not repeat % 2:
                 without_retries(repeat)
         total_mb = sum(len(b) for b in blobs) / MB
@@ -201,14 +201,14 @@ def main(argv: list[str] | None = None) -> dict:
         for shards in (4, 16):
             prefix = f"{run}/mem{shards}"
             n = shards * small_shard // sample_bytes
-            bench_write(store, prefix, n, sample_bytes, small_shard)
+            timed_write(store, prefix, n, sample_bytes, small_shard)
             peaks[shards] = round(reader_peak_memory(store, prefix), 1)
         results["reader_peak_mb_by_shards"] = peaks
     finally:
         store.delete_prefix(run + "/")
 
     print(
-        f"bench-store: {count} samples of {args.sample_kb} KiB, {results['shards']} shards of "
+        f"perf-store: {count} samples of {args.sample_kb} KiB, {results['shards']} shards of "
         f"~{args.shard_mb} MiB, against {store.endpoint} (best of {args.repeats})"
     )
     print(f"{'':24}{'MB/s':>10}{'samples/s':>12}{'raw minio MB/s':>16}{'ratio':>8}")

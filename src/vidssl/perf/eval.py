@@ -1,4 +1,4 @@
-"""`make bench-eval`: box-fitting queries/s; kNN queries/s over 100k 2048-d fp16 embeddings
+"""`make perf-eval`: box-fitting queries/s; kNN queries/s over 100k 2048-d fp16 embeddings
 through the benchmarks' chunked search next to a bare numpy matmul + argpartition, in the same
 run, with the peak memory of each."""
 
@@ -11,10 +11,10 @@ import tracemalloc
 
 import numpy as np
 
-from vidssl.bench import save_results
 from vidssl.evaluate.boxfit import FrameGeometry, fit_box, scene_frame
 from vidssl.evaluate.iou3d import iou
 from vidssl.evaluate.metrics import nearest_neighbours
+from vidssl.perf import save_results
 
 
 def random_frame(rng: np.random.Generator) -> FrameGeometry:

@@ -1,10 +1,11 @@
-"""`make bench-train`: training throughput.
+"""`make perf-train`: training throughput.
 
 - CPU demo: images/s of the default experiment's training (its own config: small ResNet, 64 px,
-  SimSiam on nearby pairs) over a fixed number of steps, and the demo's projected training time.
+  its method on nearby pairs) over a fixed number of steps, and the demo's projected training time.
 - Input pipeline alone at 224 px (the ResNet-50 configuration's loader, workers and batch, no
   model): how many images/s the CPU cores can feed a GPU.
-- GPU (when one is present): ResNet-50 224 px SimSiam through the trainer (bf16 autocast,
+- GPU (when one is present): ResNet-50 224 px, the demo's method with a 2048-d projection,
+  through the trainer (bf16 autocast,
   channels_last, loader workers, transforms v2 on uint8 tensors) next to a plain loop of the
   same model and batch (fp32, no channels_last, PIL transforms), in the same run, with the GPU's
   utilisation sampled from nvidia-smi while each runs.
@@ -22,11 +23,11 @@ import uuid
 
 import torch
 
-from vidssl.bench import save_results
 from vidssl.config import Experiment, load_experiment
+from vidssl.perf import save_results
 from vidssl.stages.base import store_for
 from vidssl.stages.prepare import prepared_clips
-from vidssl.train.objectives import build_objective, views_needed
+from vidssl.train.methods import build_method, total_loss
 from vidssl.train.trainer import Trainer
 
 
@@ -36,11 +37,11 @@ def trainer_images_per_second(
     """Images/s (examples x views) of the trainer over `steps` steps, timed from the end of the
     `warmup`-th step of the same run (loader workers started, buffers filled)."""
     store = store_for(experiment)
-    prefix = f"bench/train/{uuid.uuid4().hex[:8]}"
+    prefix = f"perf/train/{uuid.uuid4().hex[:8]}"
     cfg = experiment.train.model_copy(update={"checkpoint_every": 10**9})
     torch.manual_seed(cfg.seed)
     trainer = Trainer(
-        build_objective(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
+        build_method(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
         steps_per_epoch=10**6,
     )  # fmt: skip
     cuda = trainer.device.type == "cuda"
@@ -55,7 +56,7 @@ def trainer_images_per_second(
     trainer.fit(stop_after_step=warmup + steps, on_step=mark)
     store.delete_prefix(prefix + "/")
     seconds = marks[warmup + steps] - marks[warmup]
-    return steps * cfg.batch_size * views_needed(cfg.objective) / seconds
+    return steps * cfg.batch_size * len(cfg.sampler.views) / seconds
 
 
 def loader_images_per_second(experiment: Experiment, clips_url: str, batches: int) -> float:
@@ -63,7 +64,7 @@ def loader_images_per_second(experiment: Experiment, clips_url: str, batches: in
     model), after 2 warm-up batches: the ceiling on the trainer's rate."""
     store = store_for(experiment)
     trainer = Trainer(
-        build_objective(experiment.train), experiment.train, store, "bench/loader",
+        build_method(experiment.train), experiment.train, store, "perf/loader",
         experiment.store_uri(), store.key_of(clips_url), steps_per_epoch=10**6,
     )  # fmt: skip
     loader = iter(trainer.loader(0))
@@ -108,9 +109,11 @@ def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: 
     from torch.utils.data import DataLoader, IterableDataset
     from torchvision import transforms as T
 
+    from vidssl.config import PairsSampler
     from vidssl.shards import decode_json, read_split
     from vidssl.train.data import frame_box
-    from vidssl.train.views import sample_frames, shared_crop_window
+    from vidssl.train.samplers import build_sampler
+    from vidssl.train.views import shared_crop_window
 
     cfg = experiment.train
     store = store_for(experiment)
@@ -132,9 +135,10 @@ def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: 
             import random
 
             rng = random.Random(0)
+            nearby = build_sampler(PairsSampler(pairing="nearby"))
             for sample in read_split(store, prefix, "train", resampled=True, seed=1):
                 meta = decode_json(sample)
-                a, b = sample_frames("nearby", meta["num_frames"], rng)
+                a, b = nearby.positions(meta["num_frames"], rng, None)
                 images = [
                     Image.open(io.BytesIO(sample[f"f{p:03d}.jpg"])).convert("RGB") for p in (a, b)
                 ]
@@ -144,15 +148,16 @@ def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: 
                 yield [transform(image.crop(window)) for image in images]
 
     device = torch.device("cuda")
-    model = build_objective(cfg).to(device)
+    model = build_method(cfg).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     loader = iter(DataLoader(PilPairs(), batch_size=cfg.batch_size, num_workers=cfg.loader_workers))
     for step in range(5 + steps):
         if step == 5:
             torch.cuda.synchronize()
             started = time.perf_counter()
-        views = [v.to(device) for v in next(loader)]
-        loss, _ = model(views)
+        first, second = (v.to(device) for v in next(loader))
+        losses, _ = model({"first": first, "second": second})
+        loss = total_loss(losses)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -173,12 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"cores": os.cpu_count()}
     rate = trainer_images_per_second(demo, clips_url, args.steps)
     cfg = demo.train
-    total_images = (
-        cfg.epochs * (cfg.steps_per_epoch or 0) * cfg.batch_size * views_needed(cfg.objective)
-    )
+    total_images = cfg.epochs * (cfg.steps_per_epoch or 0) * cfg.batch_size * len(cfg.sampler.views)
     results["cpu_demo"] = {
         "images_per_second": round(rate, 1),
-        "steps_per_second": round(rate / cfg.batch_size / views_needed(cfg.objective), 2),
+        "steps_per_second": round(rate / cfg.batch_size / len(cfg.sampler.views), 2),
         "projected_training_minutes": round(total_images / rate / 60, 1),
         "config": {
             k: getattr(cfg, k)
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     workers = min(8, os.cpu_count() or 1)
     gpu_cfg = demo.train.model_copy(
         update={"backbone": "resnet50", "image_size": 224, "batch_size": args.gpu_batch,
-                "projection_dim": 2048, "predictor_dim": 512, "loader_workers": workers}
+                "method": demo.train.method.model_copy(update={"projection_dim": 2048}),
+                "loader_workers": workers}
     )  # fmt: skip
     gpu_demo = demo.model_copy(update={"train": gpu_cfg})
     feed = loader_images_per_second(gpu_demo, clips_url, args.loader_batches)

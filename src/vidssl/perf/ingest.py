@@ -1,4 +1,4 @@
-"""`make bench-ingest`: ingest frames/s per core (decode, resize, JPEG encode, shard write to
+"""`make perf-ingest`: ingest frames/s per core (decode, resize, JPEG encode, shard write to
 the S3 server) next to the bare OpenCV decode rate of the same videos, with 1 and 2 worker
 processes, on the synthetic Objectron set and on OpenCV's vtest.avi; then the share of frames
 the clean stage drops on the default synthetic experiment, by reason."""
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import cv2
 
-from vidssl.bench import save_results
 from vidssl.config import Experiment, load_experiment
+from vidssl.perf import save_results
 from vidssl.stages import clean, ingest, synth
 from vidssl.synth.objectron import SynthSpec, generate
 from vidssl.video import open_capture
@@ -51,8 +51,7 @@ def _experiment(name: str, source: dict, resize_short: int | None) -> Experiment
     return Experiment.model_validate(
         {
             "name": name,
-            "pipeline": "ingest",
-            "dataset": {"name": f"bench-{name}", "source": source},
+            "dataset": {"name": f"perf-{name}", "source": source},
             "ingest": {"resize_short": resize_short, "jpeg_quality": 90},
             "shards": {"max_samples": 64},
         }
@@ -87,14 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("VIDSSL_STORE_URI", "s3://vidssl")
     results: dict = {"cores": os.cpu_count(), "sets": []}
-    print(
-        f"bench-ingest on {os.cpu_count()} cores: frames/s; ratio = ingest per core / bare decode"
-    )
+    print(f"perf-ingest on {os.cpu_count()} cores: frames/s; ratio = ingest per core / bare decode")
     print(
         f"{'set':28}{'videos':>7}{'decode':>10}{'ingest x1':>11}{'ingest x2':>11}"
         f"{'ratio1':>8}{'ratio2':>8}{'x1->x2':>9}"
     )
-    with tempfile.TemporaryDirectory(prefix="vidssl-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="vidssl-perf-") as folder:
         root = Path(folder, "synthetic")
         generate(root, SynthSpec(videos_per_class=args.videos_per_class, frames=90, seed=11))
         source = {"kind": "objectron", "root": str(root)}
