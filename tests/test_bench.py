@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidssl.config import Experiment
+from vidssl.config import TrainConfig
 from vidssl.evaluate.metrics import mean_tables
 from vidssl.evaluate.report import paper_rows
 from vidssl.stages import bench, export, ingest
@@ -22,21 +22,27 @@ def test_label_subsets_take_whole_sequences():
     assert list(training_subset(records, 0.1, seed=0)) == list(tenth)  # seeded
 
 
-def test_whole_frame_data_gets_retrieval_recall(tmp_path):
+def test_whole_frame_data_gets_retrieval_recall(tmp_path, make_experiment):
     for label in ("walking", "running"):
         for index in range(4):
             write_video(tmp_path / "videos" / label / f"{label}{index}.avi", frames=15)
-    experiment = Experiment.model_validate(
+    experiment = make_experiment(  # on file://{tmp_path}/store
         {
             "name": "retrieval",
-            "store": {"uri": f"file://{tmp_path / 'store'}"},
             "dataset": {
                 "name": "frames",
                 "source": {"kind": "folder", "root": str(tmp_path / "videos")},
                 "val_fraction": 0.5,
             },
-            "ingest": {"fps": 5, "workers": 1},
-            "train": {"backbone": "resnet_small", "image_size": 32, "views_from": "frame"},
+            "ingest": {"fps": 5, "frame_stride": None, "workers": 1},
+            "shards": None,
+            # Nothing is trained: the schema's defaults, not the tiny run's, but a small encoder.
+            "train": {
+                **TrainConfig().model_dump(),
+                "backbone": "resnet_small",
+                "image_size": 32,
+                "views_from": "frame",
+            },
         }
     )
     clips = ingest.run(experiment)

@@ -97,11 +97,10 @@ def test_crop_box_is_enlarged_and_clipped():
 
 
 @pytest.fixture
-def defective(file_store) -> tuple[Experiment, object, object]:
-    experiment = Experiment.model_validate(
+def defective(file_store, make_experiment) -> tuple[Experiment, object, object]:
+    experiment = make_experiment(
         {
             "name": "c",
-            "store": {"uri": file_store.base_url},
             "dataset": {
                 "name": "s",
                 "source": {
@@ -113,9 +112,13 @@ def defective(file_store) -> tuple[Experiment, object, object]:
                     "categories": ["bike", "cup"],
                     "seed": 5,
                 },
+                "val_fraction": 0.1,
             },
             "ingest": {"frame_stride": 2, "workers": 1},
-        }
+            "shards": None,
+            "train": None,
+        },
+        store_uri=file_store.base_url,
     )
     synthetic = synth.run(experiment)
     clips = ingest.run(experiment, source_url=synth.raw_url(synthetic))
@@ -173,14 +176,20 @@ def test_clean_is_cached_on_its_input_digest(defective):
     assert clean.run(stricter, clips.url).url != first.url
 
 
-def test_clean_refuses_clips_without_annotations(file_store, video_folder):
-    experiment = Experiment.model_validate(
+def test_clean_refuses_clips_without_annotations(file_store, video_folder, make_experiment):
+    experiment = make_experiment(
         {
             "name": "c",
-            "store": {"uri": file_store.base_url},
-            "dataset": {"name": "f", "source": {"kind": "folder", "root": str(video_folder)}},
-            "ingest": {"workers": 1},
-        }
+            "dataset": {
+                "name": "f",
+                "source": {"kind": "folder", "root": str(video_folder)},
+                "val_fraction": 0.1,
+            },
+            "ingest": {"frame_stride": None, "workers": 1},
+            "shards": None,
+            "train": None,
+        },
+        store_uri=file_store.base_url,
     )
     clips = ingest.run(experiment)
     with pytest.raises(ValueError, match="no Objectron annotation"):

@@ -17,14 +17,16 @@ from components.ingest import ingest
 from components.inspect import inspect
 from components.synth import synth
 from components.train import train
-from vidssl.config import STORE_URI_ENV, Experiment
+from vidssl.config import STORE_URI_ENV, Experiment, StoreConfig
 from vidssl.shards import read_manifest
 from vidssl.store import ObjectStore, open_store
+
+from .conftest import build_experiment
 
 #: A few optimiser steps of a tiny encoder on whole frames (the folder source has no boxes).
 TINY_TRAIN = {
     "method": {"kind": "simsiam", "projection_dim": 64, "predictor_dim": 16},
-    "sampler": {"kind": "pairs", "pairing": "nearby"},
+    "sampler": {"kind": "pairs", "pairing": "nearby", "examples_per_clip": "all"},
     "optimizer": {"base_lr": 0.05, "warmup_epochs": 0},
     "views_from": "frame",
     "backbone": "resnet_small",
@@ -33,8 +35,12 @@ TINY_TRAIN = {
     "epochs": 1,
     "steps_per_epoch": 2,
     "loader_workers": 0,
+    "checkpoint_every": 500,
     "shuffle_buffer": 4,
 }
+
+#: The experiments here keep the default store.uri: the `store` fixture sets VIDSSL_STORE_URI.
+DEFAULT_STORE = StoreConfig().uri
 
 
 @pytest.fixture
@@ -45,7 +51,8 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
 
 
 def _folder_experiment(root: Path) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        DEFAULT_STORE,
         {
             "name": "components",
             "dataset": {
@@ -54,15 +61,17 @@ def _folder_experiment(root: Path) -> Experiment:
                 "val_fraction": 0.3,
                 "split_seed": 9,  # b.v2.avi in val (the queries), a.avi and c.avi in train
             },
-            "ingest": {"fps": 5, "resize_short": 32, "workers": 1},
+            "ingest": {"fps": 5, "frame_stride": None, "resize_short": 32, "workers": 1},
+            "shards": None,
             "train": TINY_TRAIN,
             "export": {"baselines": ["random"], "batch_size": 8},
-        }
+        },
     )
 
 
 def _synthetic_experiment() -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        DEFAULT_STORE,
         {
             "name": "components-synthetic",
             "dataset": {
@@ -75,9 +84,12 @@ def _synthetic_experiment() -> Experiment:
                     "height": 64,
                     "categories": ["cup", "laptop"],
                 },
+                "val_fraction": 0.1,
             },
             "ingest": {"frame_stride": 5, "workers": 1},
-        }
+            "shards": None,
+            "train": None,
+        },
     )
 
 

@@ -15,7 +15,7 @@ from vidssl.shards import decode_json, read_split
 from vidssl.stages import ingest
 from vidssl.synth.objectron import SynthSpec, generate
 
-from .conftest import write_video
+from .conftest import build_experiment, write_video
 
 SYNTH = SynthSpec(
     videos_per_class=3,
@@ -37,13 +37,15 @@ def objectron_root(tmp_path_factory) -> tuple[Path, list]:
 
 
 def _experiment(store_uri: str, source: dict, **ingest_cfg) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        store_uri,
         {
             "name": "t",
-            "store": {"uri": store_uri},
             "dataset": {"name": "d", "source": source, "val_fraction": 0.3},
-            "ingest": {"workers": 1, **ingest_cfg},
-        }
+            "ingest": {"frame_stride": None, "workers": 1, **ingest_cfg},
+            "shards": None,
+            "train": None,
+        },
     )
 
 

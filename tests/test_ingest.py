@@ -10,14 +10,14 @@ from vidssl.stages import ingest, inspect
 from vidssl.stages.base import stage_digest
 from vidssl.video import decode_jpeg, keep_frame
 
-from .conftest import OPENCV_SAMPLES, write_video
+from .conftest import OPENCV_SAMPLES, build_experiment, write_video
 
 
 def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        store_uri,
         {
             "name": "t",
-            "store": {"uri": store_uri},
             "dataset": {
                 "name": "gen",
                 "source": {"kind": "folder", "root": str(root)},
@@ -25,13 +25,15 @@ def _experiment(root, store_uri, **ingest_cfg) -> Experiment:
             },
             "ingest": {
                 "fps": 5,
+                "frame_stride": None,
                 "resize_short": 32,
                 "clip_frames": None,
                 "workers": 1,
                 **ingest_cfg,
             },
             "shards": {"max_samples": 2},
-        }
+            "train": None,
+        },
     )
 
 

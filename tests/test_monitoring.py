@@ -51,7 +51,9 @@ def pushgateway(tmp_path):
 def test_metrics_are_served_and_pushed(tmp_path, monkeypatch, pushgateway):
     port = _free_port()
     monkeypatch.setenv("VIDSSL_PUSHGATEWAY", pushgateway)
-    experiment = _experiment(f"file://{tmp_path}", metrics_port=port, steps_per_epoch=10)
+    experiment = _experiment(
+        f"file://{tmp_path}", train__metrics_port=port, train__steps_per_epoch=10
+    )
     train.run(experiment, _clips(experiment))
     served = _get(f"http://127.0.0.1:{port}/metrics")
     for name in (
@@ -67,3 +69,16 @@ def test_metrics_are_served_and_pushed(tmp_path, monkeypatch, pushgateway):
     assert "vidssl_train_step 20.0" in served
     pushed = _get(f"http://{pushgateway}/metrics")
     assert 'vidssl_train_step{instance="",job="vidssl-train-tiny"} 20' in pushed
+
+
+def test_each_loss_term_of_a_method_gets_its_own_gauge():
+    from vidssl.train.monitor import TrainMetrics
+
+    port = _free_port()
+    metrics = TrainMetrics("vidssl-train-terms", port)
+    metrics.update_losses({"loss": 1.5, "frame": 1.0, "shot": 0.5})
+    metrics.update_losses({"loss": 1.25, "frame": 0.75, "shot": 0.5})
+    served = _get(f"http://127.0.0.1:{port}/metrics")
+    assert "vidssl_train_loss 1.25" in served
+    assert "vidssl_train_loss_frame 0.75" in served
+    assert "vidssl_train_loss_shot 0.5" in served

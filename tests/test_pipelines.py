@@ -14,13 +14,18 @@ from kfp import components
 
 from pipelines import run as pipeline_runner
 from pipelines.run import compile_experiment
-from vidssl.config import Experiment
+from vidssl.config import Experiment, StoreConfig
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, build_experiment
+
+#: The experiments here keep the default store.uri: the tests set VIDSSL_STORE_URI.
+DEFAULT_STORE = StoreConfig().uri
 
 
 def _experiment(root) -> Experiment:
-    return Experiment.model_validate(
+    """Ingest only (no train section), with the cluster's settings."""
+    return build_experiment(
+        DEFAULT_STORE,
         {
             "name": "smoke-test",
             "dataset": {
@@ -28,12 +33,14 @@ def _experiment(root) -> Experiment:
                 "source": {"kind": "folder", "root": str(root)},
                 "val_fraction": 0.5,
             },
-            "ingest": {"fps": 5, "resize_short": 32, "workers": 1},
+            "ingest": {"fps": 5, "frame_stride": None, "resize_short": 32, "workers": 1},
+            "shards": None,
+            "train": None,
             "cluster": {
                 "s3_secret": "my-s3",
                 "resources": {"ingest": {"cpu": "3", "memory": "5Gi", "gpu": 1}},
             },
-        }
+        },
     )
 
 
@@ -95,10 +102,12 @@ def test_smoke_pipeline_runs_locally_against_s3(s3_store, video_folder, tmp_path
     assert sum(split["samples"] for split in counts["splits"].values()) == 3
 
 
-def test_training_pipeline_runs_synth_to_bench_locally(s3_store, tmp_path, monkeypatch):
+def test_training_pipeline_runs_synth_to_bench_locally(
+    s3_store, tmp_path, monkeypatch, make_experiment
+):
     monkeypatch.setenv("VIDSSL_STORE_URI", s3_store.base_url)
     monkeypatch.chdir(tmp_path)
-    experiment = Experiment.model_validate(
+    experiment = make_experiment(
         {
             "name": "siampose-test",
             "dataset": {
@@ -111,21 +120,25 @@ def test_training_pipeline_runs_synth_to_bench_locally(s3_store, tmp_path, monke
                     "height": 80,
                     "categories": ["bike", "cup", "laptop"],
                 },
+                "val_fraction": 0.1,
             },
             "ingest": {"frame_stride": 5, "workers": 1},
+            "shards": None,
             "train": {
                 "method": {"kind": "simsiam", "projection_dim": 32, "predictor_dim": 8},
-                "sampler": {"kind": "pairs", "pairing": "nearby"},
-                "optimizer": {"warmup_epochs": 1},
+                "sampler": {"kind": "pairs", "pairing": "nearby", "examples_per_clip": "all"},
+                "optimizer": {"base_lr": 0.05, "warmup_epochs": 1},
                 "backbone": "resnet_small",
                 "image_size": 32,
                 "batch_size": 4,
                 "epochs": 2,
                 "steps_per_epoch": 2,
                 "loader_workers": 0,
+                "checkpoint_every": 500,
                 "shuffle_buffer": 4,
             },
-        }
+        },
+        store_uri=DEFAULT_STORE,
     )
     report_url = pipeline_runner.run_local(experiment, run_id="r2", force=False)
     assert report_url == s3_store.url("runs/siampose-test/r2/report.md")
@@ -261,7 +274,7 @@ def test_stage_graph_comes_from_the_source_and_the_train_section():
     assert ucf.data_stages == ("ingest",) and not ucf.trains and ucf.exports == ()
 
 
-def test_prepared_clips_runs_the_data_stages_in_process(tmp_path, monkeypatch):
+def test_prepared_clips_runs_the_data_stages_in_process(tmp_path, monkeypatch, make_experiment):
     from vidssl.stages.prepare import prepared_clips
     from vidssl.store import open_store
 
@@ -275,12 +288,15 @@ def test_prepared_clips_runs_the_data_stages_in_process(tmp_path, monkeypatch):
         "height": 64,
         "categories": ["cup", "laptop"],
     }
-    experiment = Experiment.model_validate(
+    experiment = make_experiment(
         {
             "name": "prepared",
-            "dataset": {"name": "synthetic", "source": source},
+            "dataset": {"name": "synthetic", "source": source, "val_fraction": 0.1},
             "ingest": {"frame_stride": 5, "workers": 1},
-        }
+            "shards": None,
+            "train": None,
+        },
+        store_uri=DEFAULT_STORE,
     )
     clips_url = prepared_clips(experiment)  # synth -> ingest -> clean
     assert clips_url.startswith(store.url("datasets/synthetic/clean/"))

@@ -16,6 +16,8 @@ from vidssl.shards import decode_json, read_split
 from vidssl.stages import ingest
 from vidssl.video import FrameFolder, VideoDecodeError, decode_jpeg
 
+from .conftest import build_experiment
+
 WIDTH, HEIGHT, FRAMES = 64, 48, 12
 BAND = 20  # the top rows of frame t are 20 * t grey: a decoded frame says which file it was
 
@@ -84,17 +86,19 @@ def trackingnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _experiment(store_uri: str, root: str, source: dict | None = None, **ingest_cfg) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        store_uri,
         {
             "name": "t",
-            "store": {"uri": store_uri},
             "dataset": {
                 "name": "tn",
                 "source": {"kind": "trackingnet", "root": root, **(source or {})},
                 "val_fraction": 0.3,
             },
-            "ingest": {"workers": 1, **ingest_cfg},
-        }
+            "ingest": {"frame_stride": None, "workers": 1, **ingest_cfg},
+            "shards": None,
+            "train": None,
+        },
     )
 
 

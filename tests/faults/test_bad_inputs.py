@@ -25,6 +25,8 @@ from vidssl.shards import decode_json, read_split
 from vidssl.stages import ingest
 from vidssl.store import open_store
 
+from ..conftest import build_experiment
+
 CORPUS = Path(__file__).parent / "corpus"
 VIDEOS = CORPUS / "videos"
 OBJECTRON = CORPUS / "objectron"
@@ -89,14 +91,20 @@ GOOD = {*(name for name in VIDEO_CASES if name.startswith("good/")), "cup/batch-
 
 
 def _experiment(store_url: str, source: dict, **ingest_cfg) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        store_url,
         {
             "name": "faults",
-            "store": {"uri": store_url},
             "dataset": {"name": "corpus", "source": source, "val_fraction": 0.3},
-            "ingest": {"workers": 1, "max_failed_fraction": 1.0, **ingest_cfg},
+            "ingest": {
+                "frame_stride": None,
+                "workers": 1,
+                "max_failed_fraction": 1.0,
+                **ingest_cfg,
+            },
             "shards": {"max_samples": 4},
-        }
+            "train": None,
+        },
     )
 
 

@@ -18,17 +18,17 @@ from vidssl.shards import read_manifest
 from vidssl.stages import ingest, synth
 from vidssl.train.checkpoint_io import load_state
 
-from ..test_training import _experiment
+from ..conftest import build_experiment
 from .conftest import assert_only_the_output_is_left, forget_output, kill, shard_digests
 
 ROUNDS = int(os.environ.get("VIDSSL_FAULT_ROUNDS", "6"))
-TRAIN = {"epochs": 3, "steps_per_epoch": 3, "checkpoint_every": 1}
+TRAIN = {"train__epochs": 3, "train__steps_per_epoch": 3, "train__checkpoint_every": 1}
 
 
 @pytest.fixture
 def tiny(s3_store, experiment_dir, monkeypatch):
     """The tiny synthetic experiment as a file the CLI reads, with its ingested clips."""
-    experiment = _experiment(s3_store.base_url, **TRAIN)
+    experiment = build_experiment(s3_store.base_url, **TRAIN)
     (experiment_dir / "tiny.yaml").write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
     monkeypatch.delenv("VIDSSL_STORE_URI", raising=False)
     raw = synth.raw_url(synth.run(experiment))
@@ -120,7 +120,7 @@ def test_training_killed_after_a_random_step_resumes_to_the_same_weights(
     train_url = model_url.split("/attempts/")[0]
     prefix = s3_store.key_of(train_url)
     reference = _encoder(s3_store, read_manifest(s3_store, prefix))
-    total = TRAIN["epochs"] * TRAIN["steps_per_epoch"]
+    total = TRAIN["train__epochs"] * TRAIN["train__steps_per_epoch"]
     rng = random.Random(7)
     killed = 0
     for _ in range(max(2, ROUNDS // 2)):

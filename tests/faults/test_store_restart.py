@@ -161,18 +161,25 @@ def test_a_stream_reads_back_intact_across_a_restart(server, caplog, tally):
 
 
 def _experiment(root: Path, bucket: str) -> Experiment:
-    return Experiment.model_validate(
+    return build_experiment(
+        f"s3://{bucket}",
         {
             "name": "restart",
-            "store": {"uri": f"s3://{bucket}"},
             "dataset": {
                 "name": "gen",
                 "source": {"kind": "folder", "root": str(root)},
                 "val_fraction": 0.5,
             },
-            "ingest": {"fps": 5, "resize_short": 32, "clip_frames": None, "workers": 1},
+            "ingest": {
+                "fps": 5,
+                "frame_stride": None,
+                "resize_short": 32,
+                "clip_frames": None,
+                "workers": 1,
+            },
             "shards": {"max_samples": 2},
-        }
+            "train": None,
+        },
     )
 
 
