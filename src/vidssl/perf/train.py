@@ -71,7 +71,7 @@ def loader_images_per_second(experiment: Experiment, clips_url: str, batches: in
     for _ in range(2):
         next(loader)
     started = time.perf_counter()
-    images = sum(sum(len(view) for view in next(loader)) for _ in range(batches))
+    images = sum(sum(len(view) for view in next(loader).values()) for _ in range(batches))
     return images / (time.perf_counter() - started)
 
 
