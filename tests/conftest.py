@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from minio.deleteobjects import DeleteObject
 
 from vidssl.store import ObjectStore, open_store, seaweed
 from vidssl.store.s3 import S3Store
@@ -35,10 +37,32 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweed.Loca
 
 
 @pytest.fixture
-def s3_bucket(s3_server: seaweed.LocalS3) -> str:
+def s3_bucket(s3_server: seaweed.LocalS3) -> Iterator[str]:
+    """A fresh bucket, removed with its objects afterwards. SeaweedFS gives each bucket its own
+    volume and `weed mini` has a fixed number of them (free disk / volume size: 40 on a 45 GiB
+    disk), so a suite that left its buckets behind ran out and every later write failed with
+    "No writable volumes and no free volumes left"."""
     bucket = f"t-{uuid.uuid4().hex[:12]}"
-    S3Store(bucket, s3_server.endpoint, s3_server.access_key, s3_server.secret_key).ensure_bucket()
-    return bucket
+    store = S3Store(bucket, s3_server.endpoint, s3_server.access_key, s3_server.secret_key)
+    store.ensure_bucket()
+    yield bucket
+    remove_bucket(store)
+
+
+def remove_bucket(store: S3Store) -> None:
+    """Delete every object of the bucket, then the bucket (which frees its volume)."""
+    client = store.client
+    try:
+        names = (
+            DeleteObject(item.object_name)
+            for item in client.list_objects(store.bucket, recursive=True)
+        )
+        failures = list(client.remove_objects(store.bucket, names))
+        if failures:
+            raise RuntimeError(f"{len(failures)} objects not deleted, first: {failures[0]}")
+        client.remove_bucket(store.bucket)
+    except Exception as exc:  # a test that left the server stopped must not error here
+        warnings.warn(f"bucket {store.bucket!r} left behind: {exc}", stacklevel=1)
 
 
 @pytest.fixture
