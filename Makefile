@@ -12,14 +12,17 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup tools system-packages test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
+	@echo "make deploy [VALUES=my-values.yaml] [NAMESPACE=kubeflow]  the Helm chart onto a cluster"
+	@echo "make schedule EXP=... CRON='0 0 3 * * *' [NAME=...]  a recurring run on KFP_HOST"
 	@echo "make report [EXP=$(EXP)] [RUN=<run id>]            copy a run's report to build/reports/"
 	@echo "make sweep SWEEP=demo                             variants of an experiment, scored on val"
 	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2']          test 3D mAP over training seeds, bootstrap CIs"
+	@echo "make image [TARGET=cpu|gpu] | image-lint | image-size   the component image"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
 	@echo "make perf-store | perf-ingest | perf-train | perf-eval    speed benchmarks (build/perf/)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
@@ -79,8 +82,47 @@ pipeline-run: setup
 	$(PY) -m pipelines.run run $(EXP) --runner $(RUNNER)
 endif
 
+# The chart (charts/vidssl) into the current kubectl context, beside an installed Kubeflow
+# Pipelines: NAMESPACE is where KFP runs the pipelines' pods; VALUES a values file of yours.
+RELEASE ?= vidssl
+NAMESPACE ?= kubeflow
+VALUES ?=
+deploy: tools
+	$(VENV)/bin/helm upgrade --install $(RELEASE) charts/vidssl --namespace $(NAMESPACE) \
+		$(if $(VALUES),--values $(VALUES)) --wait --timeout 15m
+	$(VENV)/bin/helm test $(RELEASE) --namespace $(NAMESPACE)
+
+# A recurring run of EXP on the KFP at $KFP_HOST ($KFP_NAMESPACE); cron has 6 fields, seconds first.
+schedule: setup
+	$(PY) -m pipelines.schedule add $(EXP) --cron '$(CRON)' $(if $(NAME),--name '$(NAME)')
+
 report: setup store-up
 	$(WITH_STORE_ENV) $(VENV)/bin/vidssl report $(EXP) $(RUN)
+
+IMAGE_REPO ?= ghcr.io/vidssl/vidssl-python
+TARGET ?= cpu
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_TAG := $(IMAGE_REPO):$(VERSION)$(if $(filter gpu,$(TARGET)),-gpu)
+
+# The component image (images/Dockerfile, images/README.md): TARGET=cpu|gpu, tag $(IMAGE_TAG).
+image:
+	@case "$(TARGET)" in cpu|gpu) ;; *) echo "make image: TARGET=$(TARGET): use TARGET=cpu or TARGET=gpu" >&2; exit 2;; esac
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable here (docker info failed); build $(IMAGE_TAG) where Docker runs, or check the recipe with make image-lint" >&2; exit 1; }
+	@docker buildx version >/dev/null 2>&1 || { echo "make image: images/Dockerfile needs BuildKit: install docker-buildx" >&2; exit 1; }
+	docker build -f images/Dockerfile --target $(TARGET) \
+		--build-arg VIDSSL_VERSION=$(VERSION) \
+		--build-arg VCS_REF=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		-t $(IMAGE_TAG) .
+	@echo "built $(IMAGE_TAG): compile pipelines for it with VIDSSL_IMAGE=$(IMAGE_TAG)"
+
+# The recipe checked without Docker: hadolint (every severity), then tests/test_image.py.
+image-lint: setup
+	$(VENV)/bin/hadolint --failure-threshold style images/Dockerfile
+	$(PY) -m pytest -q tests/test_image.py
+
+# Estimated layer sizes of both targets (resolves the packages against PyPI; a minute or two).
+image-size: setup
+	$(PY) scripts/image_size.py
 
 SWEEP ?= demo
 sweep: setup store-up

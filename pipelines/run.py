@@ -2,7 +2,7 @@
 
 python -m pipelines.run compile EXP            -> build/pipelines/EXP.yaml
 python -m pipelines.run run EXP --runner local -> kfp.local, SubprocessRunner(use_venv=False)
-python -m pipelines.run run EXP --runner kfp   -> compile, submit to $KFP_HOST
+python -m pipelines.run run EXP --runner kfp   -> compile, submit to $KFP_HOST ($KFP_NAMESPACE)
 """
 
 from __future__ import annotations
@@ -10,18 +10,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
+import kfp
 from kfp import compiler
 
 from pipelines.experiment import build
 from vidssl.config import ConfigError, Experiment, load_experiment
-from vidssl.run_reports import fetch_report
+from vidssl.metrics import RUN_ID_ENV
+from vidssl.run_reports import fetch_report, report_markdown_key
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
 from vidssl.store import StoreError
 
 BUILD_DIR = Path("build")
+#: The Kubeflow Pipelines API endpoint, e.g. http://ml-pipeline.kubeflow:8888 inside the cluster.
+KFP_HOST_ENV = "KFP_HOST"
+#: The profile namespace of a multi-user KFP; empty (or unset) for a single-user one.
+KFP_NAMESPACE_ENV = "KFP_NAMESPACE"
 
 
 def compile_experiment(experiment: Experiment, out_dir: Path = BUILD_DIR / "pipelines") -> Path:
@@ -39,26 +46,55 @@ def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(BUILD_DIR / "local_outputs"),
     )
-    pipeline = build(experiment)
-    result = pipeline(run_id=run_id, force=force)
-    return result.output
+    saved = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id  # the run label of every metric (kfp.local's tasks inherit it)
+    try:
+        build(experiment)(run_id=run_id, force=force, metrics_grace_seconds=0.0)
+    finally:
+        if saved is None:
+            os.environ.pop(RUN_ID_ENV)
+        else:
+            os.environ[RUN_ID_ENV] = saved
+    store = store_for(experiment)
+    return store.url(report_markdown_key(store, experiment.name, run_id))
+
+
+def kfp_client() -> kfp.Client:
+    """A `kfp.Client` for $KFP_HOST in $KFP_NAMESPACE. Inside a pod that mounts KFP's projected
+    service-account token (what a multi-user KFP asks of in-cluster callers), it authenticates
+    with that token."""
+    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    host = os.environ.get(KFP_HOST_ENV)
+    if not host:
+        raise ConfigError(
+            f"{KFP_HOST_ENV} is not set: the Kubeflow Pipelines API endpoint "
+            "(e.g. http://ml-pipeline.kubeflow:8888 in the cluster, or a port-forward)"
+        )
+    token = Path(os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH)
+    credentials = ServiceAccountTokenVolumeCredentials(str(token)) if token.is_file() else None
+    with warnings.catch_warnings():  # "This client only works with KFP v2.0.0-beta.2 and later"
+        warnings.simplefilter("ignore", FutureWarning)
+        # namespace="" (not kfp's default "kubeflow") overrides a local kfp context's namespace.
+        return kfp.Client(
+            host=host, namespace=os.environ.get(KFP_NAMESPACE_ENV, ""), credentials=credentials
+        )
 
 
 def run_on_kfp(experiment: Experiment, run_id: str, force: bool) -> str:
-    import kfp
-
-    host = os.environ.get("KFP_HOST")
-    if not host:
-        raise ConfigError("RUNNER=kfp needs KFP_HOST, the Kubeflow Pipelines API endpoint")
     package = compile_experiment(experiment)
-    client = kfp.Client(host=host)
+    client = kfp_client()
     run = client.create_run_from_pipeline_package(
         str(package),
         arguments={"run_id": run_id, "force": force},
         run_name=f"{experiment.name}-{run_id}",
         experiment_name=experiment.name,
+        # force=True is a parameter string like any other: a second forced run would hit the
+        # first one's KFP cache entries and redo nothing.
+        enable_caching=False if force else None,
     )
-    return f"{host}/#/runs/details/{run.run_id}"
+    return f"{os.environ[KFP_HOST_ENV]}/#/runs/details/{run.run_id}"
 
 
 def main(argv: list[str] | None = None) -> int:

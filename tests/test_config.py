@@ -147,7 +147,9 @@ def test_siampose_objectron_experiments_keep_their_settings(variant):
     assert experiment.dataset.val_fraction == 0.1
     assert (experiment.ingest.frame_stride, experiment.ingest.resize_short) == (5, 320)
     assert experiment.shards.max_samples == 256 and experiment.export.baselines == ["random"]
-    assert experiment.cluster.for_stage("train") == Resources(cpu="16", memory="64Gi", gpu=1)
+    assert experiment.cluster.for_stage("train") == Resources(
+        cpu="16", memory="64Gi", gpu=1, shm="4Gi"
+    )
     assert experiment.cluster.for_stage("clean") == Resources(cpu="4", memory="16Gi")
     assert experiment.description == yaml.safe_load(path.read_text())["description"]  # its own
 

@@ -38,7 +38,7 @@ def _experiment(root) -> Experiment:
             "train": None,
             "cluster": {
                 "s3_secret": "my-s3",
-                "resources": {"ingest": {"cpu": "3", "memory": "5Gi", "gpu": 1}},
+                "ingest": {"cpu": "3", "memory": "5Gi", "gpu": 1},
             },
         },
     )
@@ -80,7 +80,9 @@ def test_component_image_comes_from_one_setting(tmp_path, video_folder, experime
     )
     package = tmp_path / "build" / "pipelines" / "img.yaml"
     executors = next(yaml.safe_load_all(package.read_text()))["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {"registry.example/other:1"}
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images.pop("exec-ingest") == "registry.example/other:1-gpu"  # ingest: {gpu: 1}
+    assert set(images.values()) == {"registry.example/other:1"}
 
 
 def test_kfp_runner_needs_a_host(monkeypatch, capsys):

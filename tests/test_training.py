@@ -50,8 +50,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
         if interrupt:
             stopped = train.run(experiment, clips_url, stop_after_step=interrupt)
             assert stopped.manifest is None
+            assert train.published(experiment, clips_url) is None  # a checkpoint, no model
         output = train.run(experiment, clips_url)
         assert output.manifest.details["steps"] == 6
+        looked_up = train.published(experiment, clips_url)
+        assert looked_up.model_url == output.model_url and looked_up.url == output.url
         store = __import__("vidssl.store", fromlist=["open_store"]).open_store(
             f"file://{tmp_path / name}"
         )

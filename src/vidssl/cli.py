@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import typer
 import yaml
 from rich.console import Console
 
-from vidssl.config import load_experiment
+from vidssl.cluster import EXPERIMENT_JSON_ENV
+from vidssl.config import ConfigError, Experiment, experiment_from_json, load_experiment
 from vidssl.errors import InputError, VidsslError
 from vidssl.store import StoreError
 
@@ -140,16 +142,34 @@ def inspect(
 
 @app.command()
 def train(
-    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    experiment: str = typer.Argument(
+        "", help=f"Experiment name or YAML path; leave out to read ${EXPERIMENT_JSON_ENV}."
+    ),
     clips: str = typer.Option(..., "--clips", help="URL of the clip shards to train on."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming."),
 ) -> None:
     """Self-supervised training (resumes from the latest checkpoint); prints the model URL.
-    Several processes: `torchrun --nproc_per_node N -m vidssl.cli train ...`."""
+    Several processes: `torchrun --nproc_per_node N -m vidssl.cli train ...`; a pipeline's
+    torchrun (vidssl.cluster) hands over its resolved experiment as JSON in
+    $VIDSSL_EXPERIMENT_JSON instead of a name."""
     from vidssl.stages import train as stage
 
-    output = stage.run(load_experiment(experiment), clips, force=force)
+    output = stage.run(_experiment_or_json(experiment), clips, force=force)
     console.print(output.model_url)
+
+
+def _experiment_or_json(experiment: str) -> Experiment:
+    given = os.environ.get(EXPERIMENT_JSON_ENV, "")
+    if experiment and given:
+        raise ConfigError(f"give an experiment or set {EXPERIMENT_JSON_ENV}, not both")
+    if experiment:
+        return load_experiment(experiment)
+    if not given:
+        raise ConfigError(f"no experiment: give its name or path, or set {EXPERIMENT_JSON_ENV}")
+    try:
+        return experiment_from_json(given)
+    except ValueError as exc:
+        raise ConfigError(f"{EXPERIMENT_JSON_ENV}: not a valid experiment: {exc}") from None
 
 
 @app.command("export")

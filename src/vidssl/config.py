@@ -16,8 +16,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -426,21 +428,198 @@ class ShardConfig(Strict):
     max_bytes: int = Field(256 << 20, gt=0)
 
 
+# -- the cluster: what each task asks of Kubernetes (pipelines/cluster.py applies it) -----------
+
+#: The stages a task can run; `cluster.<stage>` overrides `cluster.default` for one of them.
+#: The pipeline's tasks by stage; `metrics` is the exit task that deletes the run's Pushgateway
+#: series when the run ends.
+CLUSTER_STAGES = ("synth", "ingest", "clean", "inspect", "train", "export", "bench", "metrics")
+#: A Kubernetes object name (DNS subdomain: lower-case alphanumerics, '-' and '.'), or empty.
+_OBJECT_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+#: Quantity strings Kubernetes accepts (`500m`, `2`, `8Gi`); `8GB` is not one.
+_QUANTITY_HINT = "a Kubernetes quantity such as 500m, 2, 512Mi or 8Gi"
+
+
+def _quantity(value: str | None) -> str | None:
+    """Check a CPU / memory / size string is a Kubernetes quantity (as the API server would)."""
+    if value is None:
+        return value
+    from kubernetes.utils import parse_quantity
+
+    try:
+        parse_quantity(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not {_QUANTITY_HINT}") from None
+    return value
+
+
+class Sparse(Strict):
+    """A section whose unset keys (None) are left out when written (`config show`, the config
+    JSON a pipeline hands its components): they mean "inherit" or "not set"."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class Toleration(Sparse):
+    """One Kubernetes toleration (the pod spec's fields, snake_case)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0, description="NoExecute only")
+
+
+class Retry(Strict):
+    """KFP's retry policy for a task: `max_retries` more tries, the n-th after
+    `backoff` x `backoff_factor`^(n-1), none started after `backoff_max` (KFP caps it at 1 h)."""
+
+    max_retries: int = Field(0, ge=0, description="0: a failure fails the run")
+    backoff: str = Field("60s", pattern=r"^\d+s$", description="seconds before the first retry")
+    backoff_factor: float = Field(2.0, ge=1.0)
+    backoff_max: str = Field("3600s", pattern=r"^\d+s$")
+
+
+class TaskSettings(Sparse):
+    """`cluster.default` and `cluster.<stage>`: a key left out is inherited (stage, then default,
+    then the stage's built-in defaults, `STAGE_DEFAULTS`)."""
+
+    cpu: str | None = Field(None, description="request = limit, e.g. 500m or 4")
+    memory: str | None = Field(None, description="request = limit, e.g. 16Gi")
+    gpu: int | None = Field(None, ge=0, description="per pod (per node when train.nodes > 1)")
+    accelerator: str | None = Field(None, description="the GPU resource name")
+    shm: str | None = Field(
+        None, description="/dev/shm size (memory emptyDir; counts against memory); 0 = none"
+    )
+    timeout_seconds: int | None = Field(None, ge=0, description="pod deadline; 0 = none")
+    retry: Retry | None = None
+    tolerations: list[Toleration] | None = None
+    node_selector: dict[str, str] | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+
+    _quantities = field_validator("cpu", "memory", "shm")(lambda value: _quantity(value))
+
+
+class TrainTaskSettings(TaskSettings):
+    """`cluster.train`: the task settings, and how many nodes train. `nodes > 1` trains on
+    Kubeflow Trainer (a TrainJob of `nodes` pods, each with the cpu/memory/gpu above)."""
+
+    nodes: int = Field(1, ge=1, description="> 1: a Kubeflow Trainer TrainJob")
+    trainer_runtime: str = Field(
+        "torch-distributed", description="the ClusterTrainingRuntime a TrainJob runs on"
+    )
+    poll_seconds: float = Field(10.0, gt=0, description="how often the task reads the TrainJob")
+
+
 class Resources(Strict):
+    """What one task asks of Kubernetes, every setting resolved (`ClusterConfig.for_stage`)."""
+
     cpu: str = "2"
     memory: str = "8Gi"
     gpu: int = Field(0, ge=0)
     accelerator: str = "nvidia.com/gpu"
+    shm: str = "0"
+    timeout_seconds: int = 0
+    retry: Retry = Retry()
+    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+
+    @property
+    def has_shm(self) -> bool:
+        return _bytes(self.shm) > 0
+
+
+def _bytes(quantity: str) -> float:
+    from kubernetes.utils import parse_quantity
+
+    return float(parse_quantity(quantity))
+
+
+#: Built-in settings per stage, under `cluster.default` and `cluster.<stage>`. Retries: ingest
+#: and export read and write many objects, where a dropped connection or an evicted pod is the
+#: usual failure, and a retry is safe (an attempt of its own, vidssl.shards.attempts). Train does
+#: not retry: its failures (divergence, out of memory, a bad config) repeat, on GPUs; a re-run
+#: resumes from its last checkpoint anyway. /dev/shm: the stages with DataLoader workers. A new
+#: stage (`flow`) adds a field to ClusterConfig and, if it retries or loads data, a line here.
+STAGE_DEFAULTS: dict[str, TaskSettings] = {
+    "ingest": TaskSettings(retry=Retry(max_retries=3)),
+    "train": TaskSettings(shm="4Gi"),
+    "export": TaskSettings(shm="2Gi", retry=Retry(max_retries=3)),
+    "metrics": TaskSettings(cpu="100m", memory="256Mi"),
+}
 
 
 class ClusterConfig(Strict):
-    """What the compiled pipeline asks of Kubernetes; ignored by the local runner."""
+    """What the compiled pipeline asks of Kubernetes; ignored by the local runner.
 
-    s3_secret: str = "vidssl-s3"
-    resources: dict[str, Resources] = Field(default_factory=dict)
+    `default` applies to every task; `<stage>` overrides it key by key for that stage's tasks.
+    """
+
+    s3_secret: str = Field("vidssl-s3", description="Secret with endpoint, access-key, secret-key")
+    env_config_map: str = Field(
+        "vidssl-env",
+        max_length=253,
+        pattern=_OBJECT_NAME,
+        description="ConfigMap read as every task's environment (the chart's envConfigMapName: "
+        "key pushgateway -> VIDSSL_PUSHGATEWAY); empty = none",
+    )
+    metrics_port: int = Field(
+        9400,
+        ge=0,
+        le=65535,
+        description="port the train pods serve Prometheus metrics on and are scraped at when "
+        "train.metrics_port is 0; 0 = not scraped",
+    )
+    default: TaskSettings = TaskSettings()
+    synth: TaskSettings = TaskSettings()
+    ingest: TaskSettings = TaskSettings()
+    clean: TaskSettings = TaskSettings()
+    inspect: TaskSettings = TaskSettings()
+    train: TrainTaskSettings = TrainTaskSettings()
+    export: TaskSettings = TaskSettings()
+    bench: TaskSettings = TaskSettings()
+    metrics: TaskSettings = TaskSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_resources(cls, raw: object) -> object:
+        if isinstance(raw, dict) and "resources" in raw:
+            raise ValueError(
+                "cluster.resources was replaced: write cluster.default: {cpu: ..., memory: ...} "
+                "and cluster.<stage>: {...} for one stage (the stages: "
+                f"{', '.join(CLUSTER_STAGES)})"
+            )
+        return raw
+
+    @model_validator(mode="after")
+    def _shm_fits_memory(self) -> ClusterConfig:
+        for stage in CLUSTER_STAGES:
+            if getattr(self, stage).shm is None and self.default.shm is None:
+                continue  # the built-in size is a cap: Kubernetes caps it at the memory limit
+            resolved = self.for_stage(stage)
+            if resolved.has_shm and _bytes(resolved.shm) > _bytes(resolved.memory):
+                raise ValueError(
+                    f"cluster.{stage}: shm {resolved.shm} is above memory {resolved.memory}; "
+                    "/dev/shm is memory and counts against the limit: lower cluster."
+                    f"{stage}.shm or raise cluster.{stage}.memory"
+                )
+        return self
 
     def for_stage(self, stage: str) -> Resources:
-        return self.resources.get(stage, self.resources.get("default", Resources()))
+        """The settings of `stage`'s tasks: `cluster.<stage>` over `cluster.default` over the
+        stage's built-in defaults (STAGE_DEFAULTS) over Resources' defaults."""
+        if stage not in CLUSTER_STAGES:
+            raise ConfigError(f"cluster: no stage {stage!r}; the stages: {CLUSTER_STAGES}")
+        layers = (STAGE_DEFAULTS.get(stage, TaskSettings()), self.default, getattr(self, stage))
+        merged: dict = {}
+        for layer in layers:
+            merged.update(
+                layer.model_dump(include=set(TaskSettings.model_fields), exclude_none=True)
+            )
+        return Resources.model_validate(merged)
 
 
 class Experiment(Strict):

@@ -14,6 +14,16 @@ REPORT_FILES = (*MAIN_FILES, "metrics.json")
 DEFAULT_OUT = Path("build") / "reports"
 
 
+def report_markdown_key(store: ObjectStore, experiment: str, run_id: str) -> str:
+    """The key of a finished run's Markdown report: the benchmark's `report.md`, or `data.md`
+    of a pipeline without training."""
+    prefix = f"runs/{experiment}/{run_id}"
+    for name in ("report.md", "data.md"):
+        if store.exists(f"{prefix}/{name}"):
+            return f"{prefix}/{name}"
+    raise StoreError(f"{store.url(prefix)}: no report (did the run's last step finish?)")
+
+
 def run_ids(store: ObjectStore, experiment: str) -> list[str]:
     """Runs of `experiment` that finished their report, oldest first (ids are timestamps)."""
     prefix = f"runs/{experiment}/"

@@ -4,7 +4,8 @@ An output lives at `datasets/<dataset>/<stage>/<digest>/`. The digest hashes the
 version (bumped when its output changes meaning), the config fields it reads and the digests of
 its inputs, so the same inputs give the same place. A manifest there means the work is done:
 the stage says so and returns it. Without one, the stage runs as an attempt of its own beside
-any other (vidssl.shards.attempts); objects of attempts that died are removed.
+any other (vidssl.shards.attempts); objects of attempts that died are removed. A stage that
+finishes pushes its summary to the Pushgateway, when one is configured (vidssl.metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vidssl.config import Experiment
+from vidssl.metrics import stage_report
 from vidssl.shards import Manifest, OutputWriter, find_manifest, read_manifest
 from vidssl.shards.attempts import (
     ATTEMPTS_DIR,
@@ -68,6 +70,33 @@ def input_manifest(store: ObjectStore, url: str) -> tuple[str, Manifest]:
 
 
 def run_in_attempt(
+    store: ObjectStore,
+    spec: StageSpec,
+    experiment: Experiment,
+    fields: dict,
+    inputs: list[str],
+    produce: Callable[[Attempt, str], Manifest | None],
+    *,
+    force: bool = False,
+    resumable: bool = False,
+) -> StageOutput | None:
+    """`_produce_or_reuse`, its summary pushed when it returns an output (vidssl.metrics): the
+    output's samples (0 when reused), its skipped inputs, the store traffic of this run."""
+    with stage_report(experiment.name, spec.name) as report:
+        output = _produce_or_reuse(
+            store, spec, experiment, fields, inputs, produce, force=force, resumable=resumable
+        )
+        if output is not None:
+            report.succeeded(
+                samples_written=0 if output.cached else output.manifest.samples,
+                skipped_inputs=len(output.manifest.skipped),
+                cached=output.cached,
+                output=output.manifest.digest,
+            )
+    return output
+
+
+def _produce_or_reuse(
     store: ObjectStore,
     spec: StageSpec,
     experiment: Experiment,

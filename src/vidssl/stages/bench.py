@@ -31,6 +31,7 @@ from vidssl.evaluate.metrics import (
     video_retrieval_recall,
 )
 from vidssl.evaluate.report import render_html, render_markdown, slug
+from vidssl.metrics import stage_report
 from vidssl.objectron.geometry import project_to_pixels
 from vidssl.shards import decode_json, read_manifest, read_split
 from vidssl.stages.base import store_for
@@ -263,7 +264,21 @@ def run(
     """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics.
     With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames.
     Queries come from the test split (val where there is none); `queries="val"` scores on val
-    instead, to choose configurations without looking at test (`vidssl.sweep`)."""
+    instead, to choose configurations without looking at test (`vidssl.sweep`). Its summary
+    goes to the Pushgateway (vidssl.metrics)."""
+    with stage_report(experiment.name, "bench", run_id) as summary:
+        metrics = _score(experiment, exports, run_id, clips_url, queries)
+        summary.succeeded()
+    return metrics
+
+
+def _score(
+    experiment: Experiment,
+    exports: dict[str, str],
+    run_id: str | None,
+    clips_url: str | None,
+    queries: str | None,
+) -> dict:
     store = store_for(experiment)
     training = experiment.train
     metrics: dict = {

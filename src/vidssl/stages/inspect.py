@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from vidssl.config import Experiment
 from vidssl.errors import InputError
 from vidssl.evaluate.report import markdown_table
+from vidssl.metrics import stage_report
 from vidssl.progress import track
 from vidssl.shards import decode_json, read_split
 from vidssl.stages.base import input_manifest, store_for
@@ -88,6 +89,15 @@ def render_markdown(report: dict) -> str:
 
 
 def run(experiment: Experiment, clips_url: str, run_id: str | None = None) -> dict:
+    """Count every split's samples against the manifest and write the run's data report;
+    its summary goes to the Pushgateway (vidssl.metrics)."""
+    with stage_report(experiment.name, "inspect", run_id) as summary:
+        report = _inspect(experiment, clips_url, run_id)
+        summary.succeeded(skipped_inputs=len(report["skipped"]))
+    return report
+
+
+def _inspect(experiment: Experiment, clips_url: str, run_id: str | None) -> dict:
     store = store_for(experiment)
     prefix, manifest = input_manifest(store, clips_url)
     report = {

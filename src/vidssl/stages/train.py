@@ -15,7 +15,7 @@ import torch
 from vidssl import __version__
 from vidssl.config import ConfigError, Experiment, TrainConfig
 from vidssl.errors import InputError
-from vidssl.shards import Manifest
+from vidssl.shards import Manifest, find_manifest
 from vidssl.shards.attempts import Attempt, attempt_prefix, dead_attempts
 from vidssl.stages.base import (
     StageSpec,
@@ -108,7 +108,7 @@ def run(
     clips_prefix, clips = input_manifest(store, clips_url)
     if "train" not in clips.splits:
         raise InputError(f"{clips_url}: no train split to train on")
-    fields = {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
+    fields = _digest_fields(cfg)
 
     def produce(attempt: Attempt, digest: str) -> Manifest | None:
         torch.manual_seed(cfg.seed)
@@ -122,6 +122,7 @@ def run(
             clips_prefix,
             steps_per_epoch(experiment, clips),
             job=f"vidssl-train-{experiment.name}",
+            experiment=experiment.name,
             resume_from=None if force else _resume_point(store, prefix, attempt.id),
         )
         result = trainer.fit(stop_after_step)
@@ -164,6 +165,22 @@ def run(
             store.url(SPEC.output_prefix(experiment.dataset.name, digest)), None, False
         )
     return TrainOutput(output.url, output.manifest, output.cached)
+
+
+def published(experiment: Experiment, clips_url: str) -> TrainOutput | None:
+    """The published output of this training on these clips, or None: a look-up that never
+    trains (a pod that launched the training elsewhere, under torchrun or as a TrainJob)."""
+    store = store_for(experiment)
+    _, clips = input_manifest(store, clips_url)
+    digest = stage_digest(SPEC.name, SPEC.version, _digest_fields(trained(experiment)),
+                          [clips.digest])  # fmt: skip
+    prefix = SPEC.output_prefix(experiment.dataset.name, digest)
+    manifest = find_manifest(store, prefix)
+    return None if manifest is None else TrainOutput(store.url(prefix), manifest, True)
+
+
+def _digest_fields(cfg: TrainConfig) -> dict:
+    return {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
 
 
 def load_encoder(store: ObjectStore, model_url: str) -> tuple[torch.nn.Module, dict]:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from vidssl.store.base import (
     DEFAULT_RETRY_BUDGET_S,
+    STORE_TRAFFIC,
     ObjectInfo,
     ObjectStore,
     RetryPolicy,
@@ -33,6 +34,7 @@ ENV_SECRET_KEY = "VIDSSL_S3_SECRET_KEY"
 ENV_RETRY_BUDGET = "VIDSSL_S3_RETRY_BUDGET_S"
 
 __all__ = [
+    "STORE_TRAFFIC",
     "ObjectInfo",
     "ObjectStore",
     "RetryPolicy",

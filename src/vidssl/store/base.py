@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -109,6 +110,35 @@ class RetryPolicy:
                     delay,
                 )
                 self.sleep(delay)
+
+
+class StoreTraffic:
+    """Bytes this process has read from and written to object stores since it started: two
+    running totals every backend adds to (whole objects put and got, stream reads), for the
+    monitoring (`vidssl.metrics`). Reads in other processes (DataLoader workers) are counted
+    there, not here. The lock keeps the upload threads' additions from being lost."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.read_bytes = 0
+        self.written_bytes = 0
+
+    def count_read(self, size: int) -> None:
+        with self._lock:
+            self.read_bytes += size
+
+    def count_written(self, size: int) -> None:
+        with self._lock:
+            self.written_bytes += size
+
+    def totals(self) -> tuple[int, int]:
+        """(bytes read, bytes written) so far."""
+        with self._lock:
+            return self.read_bytes, self.written_bytes
+
+
+#: The process's store traffic, counted by every backend.
+STORE_TRAFFIC = StoreTraffic()
 
 
 class ObjectStore(ABC):

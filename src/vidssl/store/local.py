@@ -9,7 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from vidssl.store.base import ObjectInfo, ObjectStore, StoreError, StoreKeyNotFound
+from vidssl.store.base import (
+    STORE_TRAFFIC,
+    ObjectInfo,
+    ObjectStore,
+    StoreError,
+    StoreKeyNotFound,
+)
 
 _PARTIAL_SUFFIX = ".partial"
 
@@ -40,6 +46,7 @@ class FileStore(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         self._atomic_write(key, lambda handle: handle.write(data))
+        STORE_TRAFFIC.count_written(len(data))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -53,6 +60,7 @@ class FileStore(ObjectStore):
             return False
         finally:
             Path(tmp).unlink(missing_ok=True)
+        STORE_TRAFFIC.count_written(len(data))
         return True
 
     def put_file(self, key: str, path: str) -> None:
@@ -61,18 +69,24 @@ class FileStore(ObjectStore):
                 shutil.copyfileobj(source, handle, 1 << 20)
 
         self._atomic_write(key, copy)
+        STORE_TRAFFIC.count_written(os.path.getsize(path))
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            data = self._path(key).read_bytes()
         except FileNotFoundError:
             raise StoreKeyNotFound(f"file store {self.root}: key {key!r}: no such object") from None
+        STORE_TRAFFIC.count_read(len(data))
+        return data
 
     def stream(self, key: str) -> BinaryIO:
+        """The open file; its whole size counts as read (readers read shards to the end)."""
         try:
-            return open(self._path(key), "rb")
+            handle = open(self._path(key), "rb")  # noqa: SIM115 (the caller closes it)
         except FileNotFoundError:
             raise StoreKeyNotFound(f"file store {self.root}: key {key!r}: no such object") from None
+        STORE_TRAFFIC.count_read(os.fstat(handle.fileno()).st_size)
+        return handle
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         found = []

@@ -20,6 +20,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from vidssl.store.base import (
+    STORE_TRAFFIC,
     ObjectInfo,
     ObjectStore,
     RetryPolicy,
@@ -192,6 +193,7 @@ class S3Store(ObjectStore):
                 part_size=MULTIPART_PART_BYTES,
             ),
         )
+        STORE_TRAFFIC.count_written(len(data))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """A conditional PUT (`If-None-Match: *`, S3's create-only write; SeaweedFS, MinIO and
@@ -203,6 +205,7 @@ class S3Store(ObjectStore):
             if "PreconditionFailed" in str(exc) or "HTTP 412" in str(exc):
                 return False
             raise
+        STORE_TRAFFIC.count_written(len(data))
         return True
 
     def put_file(self, key: str, path: str) -> None:
@@ -215,6 +218,7 @@ class S3Store(ObjectStore):
                 part_size=MULTIPART_PART_BYTES,
             ),
         )
+        STORE_TRAFFIC.count_written(os.path.getsize(path))
 
     def get(self, key: str) -> bytes:
         def read_all() -> bytes:
@@ -225,7 +229,9 @@ class S3Store(ObjectStore):
                 response.close()
                 response.release_conn()
 
-        return self._call(key, read_all)
+        data = self._call(key, read_all)
+        STORE_TRAFFIC.count_read(len(data))
+        return data
 
     def stream(self, key: str) -> BinaryIO:
         return _ResumingStream(self, key)
@@ -319,6 +325,7 @@ class _ResumingStream(io.RawIOBase):
             return b""
         data = self._store._call(self._key, lambda: self._read_once(amount))
         self._offset += len(data)
+        STORE_TRAFFIC.count_read(len(data))
         return data
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]

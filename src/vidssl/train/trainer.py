@@ -27,7 +27,13 @@ from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
 from vidssl.train.methods import Method, total_loss
-from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, TrainMetrics, collapse_std
+from vidssl.train.monitor import (
+    DivergenceGuard,
+    TrainingDiverged,
+    TrainMetrics,
+    collapse_std,
+    serving_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +105,11 @@ class Trainer:
         job: str = "vidssl-train",
         device: torch.device | None = None,
         resume_from: str | None = None,
+        experiment: str = "unnamed",
     ) -> None:
         """Checkpoints go under `output_prefix`; training resumes from the checkpoint at key
-        `resume_from` (another run's), else from `output_prefix`'s latest, if any."""
+        `resume_from` (another run's), else from `output_prefix`'s latest, if any. Metrics are
+        labelled with `experiment` and pushed under `job`."""
         self.cfg, self.store, self.prefix = cfg, store, output_prefix
         self.resume_from = resume_from
         self.store_uri, self.clips_prefix = store_uri, clips_prefix
@@ -127,7 +135,11 @@ class Trainer:
             if self.device.type == "cuda" and self.model.sync_batch_norm:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
-        self.metrics = TrainMetrics(job, cfg.metrics_port if self.distributed.main else 0)
+        self.metrics = TrainMetrics(
+            job,
+            serving_port(cfg.metrics_port) if self.distributed.main else 0,
+            experiment=experiment,
+        )
         self.guards: dict[str, DivergenceGuard] = {}
         self.step = 0
         self.history: list[dict] = []
@@ -244,14 +256,18 @@ class Trainer:
             sums: dict[str, float] = {}
             stds = []
             for _ in range(skip, self.steps_per_epoch):
+                asked = time.perf_counter()
+                batch = next(batches)
+                waited = time.perf_counter() - asked
                 try:
-                    losses, std = self._train_step(next(batches))
+                    losses, std = self._train_step(batch)
                 except TrainingDiverged as exc:
                     raise TrainingDiverged(
                         f"training stopped: {exc}. The last good checkpoint is kept at "
                         f"{self.store.url(self.prefix + '/checkpoints/')}; lower "
                         "train.optimizer.base_lr or check the data"
                     ) from None
+                self.metrics.observe_step(time.perf_counter() - asked, waited)
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value
                 stds.append(std)
