@@ -30,12 +30,12 @@ from kfp import dsl, kubernetes
 import components
 from vidssl.cluster import S3_SECRET_KEYS
 from vidssl.cluster.trainjob import (
-    PUSHGATEWAY_KEY,
+    CONFIG_MAP_ENV,
     scrape_metadata,
     scrape_port,
 )
 from vidssl.config import ConfigError, Experiment
-from vidssl.metrics import METRICS_PORT_ENV, PUSHGATEWAY_ENV, RUN_ID_ENV
+from vidssl.metrics import METRICS_PORT_ENV, RUN_ID_ENV
 
 #: The memory emptyDir mounted at /dev/shm (PyTorch DataLoader workers pass batches through it).
 SHM_VOLUME = "dshm"
@@ -135,9 +135,10 @@ KFP_RUN_ID_FIELD = "metadata.labels['pipeline/runid']"
 
 def use_cluster_env(task: dsl.PipelineTask, experiment: Experiment) -> dsl.PipelineTask:
     """Give `task` the S3 credentials from `cluster.s3_secret`, its KFP run id as
-    VIDSSL_RUN_ID, and the Pushgateway address from
-    `cluster.env_config_map` (the chart's ConfigMap). The ConfigMap is optional: without it (or
-    its key) the pod still starts, with VIDSSL_PUSHGATEWAY unset, and nothing is pushed."""
+    VIDSSL_RUN_ID, and the Pushgateway address and store URI from `cluster.env_config_map` (the
+    chart's ConfigMap, CONFIG_MAP_ENV). The ConfigMap is optional: without it (or a key) the pod
+    still starts, with that variable unset: nothing is pushed, the experiment's `store.uri`
+    holds."""
     cluster = experiment.cluster
     kubernetes.use_secret_as_env(
         task, secret_name=cluster.s3_secret, secret_key_to_env=S3_SECRET_KEYS
@@ -148,7 +149,7 @@ def use_cluster_env(task: dsl.PipelineTask, experiment: Experiment) -> dsl.Pipel
         kubernetes.use_config_map_as_env(
             task,
             config_map_name=cluster.env_config_map,
-            config_map_key_to_env={PUSHGATEWAY_KEY: PUSHGATEWAY_ENV},
+            config_map_key_to_env=CONFIG_MAP_ENV,
             optional=True,
         )
     return task

@@ -501,7 +501,10 @@ def test_monitors_carry_the_release_label() -> None:
 
 
 def test_pushgateway_address_reaches_the_tasks() -> None:
+    from vidssl.cluster.trainjob import CONFIG_MAP_ENV
+
     env = named(render(), "ConfigMap", "vidssl-env")["data"]
+    assert set(env) == set(CONFIG_MAP_ENV)  # every key the chart writes, the pipeline reads
     assert env["pushgateway"] == "ci-vidssl-pushgateway.vidssl.svc.cluster.local:9091"
     off = render(settings=("pushgateway.enabled=false",))
     assert named(off, "ConfigMap", "vidssl-env")["data"]["pushgateway"] == ""

@@ -243,7 +243,7 @@ def _env(task: dict) -> dict[str, str]:
     return {item["name"]: item["value"] for item in task["container"].get("env", [])}
 
 
-def test_every_task_reads_the_pushgateway_from_the_optional_env_config_map(
+def test_every_task_reads_the_pushgateway_and_store_from_the_optional_env_config_map(
     full, default, make_experiment, tmp_path
 ):
     for tasks, config_map in ((full, "team-env"), (default, "vidssl-env")):
@@ -252,7 +252,10 @@ def test_every_task_reads_the_pushgateway_from_the_optional_env_config_map(
                 {
                     "configMapName": config_map,
                     "configMapNameParameter": {"runtimeValue": {"constant": config_map}},
-                    "keyToEnv": [{"configMapKey": "pushgateway", "envVar": "VIDSSL_PUSHGATEWAY"}],
+                    "keyToEnv": [
+                        {"configMapKey": "pushgateway", "envVar": "VIDSSL_PUSHGATEWAY"},
+                        {"configMapKey": "store-uri", "envVar": "VIDSSL_STORE_URI"},
+                    ],
                     # A missing ConfigMap or key must not keep the pod from starting (the KFP
                     # 2.16 driver copies this onto the env var's configMapKeyRef).
                     "optional": True,

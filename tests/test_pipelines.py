@@ -229,13 +229,17 @@ def test_every_shipped_experiment_compiles(tmp_path):
 
 
 def _compiled_tasks(name: str, tmp_path) -> dict[str, dict]:
-    """The compiled pipeline's tasks of a shipped experiment, by display name."""
+    """The compiled pipeline's stage tasks of a shipped experiment, by display name."""
     from vidssl.config import load_experiment
 
     package = compile_experiment(
         load_experiment(str(REPO_ROOT / "pipelines" / "experiments" / f"{name}.yaml")), tmp_path
     )
-    tasks = next(yaml.safe_load_all(package.read_text()))["root"]["dag"]["tasks"]
+    spec = next(yaml.safe_load_all(package.read_text()))
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "delete-run-metrics"}  # the stages run in the handler
+    handler = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]
+    tasks = handler["dag"]["tasks"]
     return {task["taskInfo"]["name"]: {"key": key, **task} for key, task in tasks.items()}
 
 

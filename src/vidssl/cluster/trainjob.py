@@ -47,6 +47,10 @@ METRICS_LABEL, METRICS_LABEL_VALUE = "vidssl.io/metrics", "true"
 METRICS_PORT_ANNOTATION = "vidssl.io/metrics-port"
 #: The key of `cluster.env_config_map` (the chart's ConfigMap) holding the Pushgateway address.
 PUSHGATEWAY_KEY = "pushgateway"
+#: Every key of that ConfigMap -> the variable a task reads it as: the Pushgateway, and the
+#: store the deployment made (it overrides the experiment's `store.uri`, as VIDSSL_STORE_URI
+#: does on one machine). A TrainJob gets the launcher's store URI as a value instead.
+CONFIG_MAP_ENV = {PUSHGATEWAY_KEY: PUSHGATEWAY_ENV, "store-uri": STORE_URI_ENV}
 
 
 def scrape_port(experiment: Experiment) -> int:
