@@ -21,8 +21,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
 store_app = typer.Typer(help="The local S3 server (SeaweedFS on 127.0.0.1).", no_args_is_help=True)
+flow_app = typer.Typer(help="Optical flow (PiCo's point tracks start here).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
+app.add_typer(flow_app, name="flow")
 
 console = Console(soft_wrap=True)  # URLs and paths are never wrapped: scripts read them
 errors = Console(stderr=True, soft_wrap=True)
@@ -317,6 +319,42 @@ def store_ls(
     store = store_for(load_experiment(experiment))
     for info in store.list(prefix):
         console.print(f"{info.size:>12}  {store.url(info.key)}")
+
+
+@flow_app.command("pair")
+def flow_pair(
+    first: Path = typer.Argument(..., metavar="IMG1", help="The earlier image (PNG, JPEG...)."),
+    second: Path = typer.Argument(..., metavar="IMG2", help="The later image, same size."),
+    method: str = typer.Option("dis", "--method", help="dis, farneback, raft_small, raft_large."),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Local RAFT state-dict file (RAFT only; nothing is downloaded)."
+    ),
+    device: str = typer.Option("", "--device", help="Torch device for RAFT; default cuda if any."),
+    out: Path = typer.Option(..., "--out", help="Where to write the flow (.npy)."),
+) -> None:
+    """Flow from IMG1 to IMG2 with one estimator, saved raw for checking it on its own: float32
+    (H, W, 2) in pixels, (dx, dy), IMG1's pixel (x, y) moving to (x + dx, y + dy). Prints the
+    .npy path."""
+    import numpy as np
+
+    from vidssl.flow.estimators import build_estimator, read_rgb
+
+    estimator = build_estimator(method, weights=weights, device=device or None)
+    image_a, image_b = read_rgb(first), read_rgb(second)
+    if image_a.shape != image_b.shape:
+        raise InputError(
+            f"{first} {image_a.shape[:2]} and {second} {image_b.shape[:2]}: sizes differ"
+        )
+    flow = estimator(image_a[None], image_b[None])[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, flow)
+    magnitude = np.linalg.norm(flow, axis=-1)
+    errors.print(
+        f"{method}: flow {flow.shape[1]}x{flow.shape[0]} px, |flow| mean {magnitude.mean():.2f} "
+        f"max {magnitude.max():.2f} px",
+        highlight=False,
+    )
+    console.print(str(out))
 
 
 #: Errors about the user's inputs, files or store: one line naming the culprit, exit status 2.

@@ -261,6 +261,38 @@ class MoCoMethod(Strict):
     )
 
 
+class PicoMethodConfig(Strict):
+    """PiCo (pixel correspondence, MoCo-v2 style): a dense encoder (train.backbone + FPN semantic
+    branch, 1/4 resolution), a 1x1-convolution head, pixel InfoNCE against a queue of pixel keys
+    from a momentum key encoder. `views`: the anchor frame, the view frames and the point pairs
+    between them (vidssl.train.methods.pico says what each tensor holds)."""
+
+    kind: Literal["pico"] = "pico"
+    views: ClassVar[tuple[str, ...]] = (
+        "anchor", "views", "anchor_xy", "view_xy", "view_index", "valid",
+    )  # fmt: skip
+    embedding_dim: int = Field(128, gt=0, description="the dense encoder's output per pixel")
+    projection_dim: int = Field(128, gt=0)
+    hidden_dim: int = Field(2048, gt=0, description="the 1x1-conv head's hidden layer")
+    queue_size: int = Field(65536, gt=0, description="negative pixel keys kept from past batches")
+    key_momentum: float = Field(0.999, ge=0, lt=1, description="key encoder = m key + (1-m) query")
+    temperature: float = Field(0.2, gt=0)
+    freeze_encoder: bool = Field(
+        True, description="the ResNet is not trained (the paper); the FPN and heads are"
+    )
+    encoder_checkpoint: str = Field(
+        "",
+        description="local ResNet checkpoint for the encoder (torchvision keys, a MoCo "
+        "checkpoint or a vidssl final.pt); empty: train.weights or random",
+    )
+    shuffle_bn: bool = Field(
+        True, description="shuffle the key batch across BN groups, as MoCo (unfrozen encoder)"
+    )
+    bn_splits: int = Field(
+        8, ge=1, description="one process: BN statistics per group of the batch (per-GPU BN)"
+    )
+
+
 # -- samplers: what one training example is; one class per `train.sampler.kind` --------------
 
 
@@ -313,7 +345,9 @@ class TemporalSampler(Strict):
 
 #: The config classes of `train.method` and `train.sampler`; `register_method_config` and
 #: `register_sampler_config` add to them (a new method is a config class and a module).
-METHOD_CONFIGS: list[type[Strict]] = [SimSiamMethod, NTXentMethod, TCNMethod, MoCoMethod]
+METHOD_CONFIGS: list[type[Strict]] = [
+    SimSiamMethod, NTXentMethod, TCNMethod, MoCoMethod, PicoMethodConfig,
+]  # fmt: skip
 SAMPLER_CONFIGS: list[type[Strict]] = [
     PairsSampler, TripletsSampler, FramesSampler, TemporalSampler,
 ]  # fmt: skip

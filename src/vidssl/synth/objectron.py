@@ -4,6 +4,8 @@ orbiting them, written in Objectron's real layout and formats, with exact ground
     videos/<class>/batch-<i>/<j>/video.MOV       MPEG-4 video
     annotations/<class>/batch-<i>/<j>.pbdata     annotation_data.Sequence (protobuf)
     masks/<class>/batch-<i>/<j>.npy              per-frame object masks, np.packbits along x
+    flow/<class>/batch-<i>/<j>.npz               only with `flow_step`: ground-truth optical
+                                                  flow, validity and category masks (synth.flow)
     index/<class>_annotations_{train,test}        sequence ids, one per line
 
 Every video draws from its own generator seeded by (seed, category, index): the same seed
@@ -34,7 +36,8 @@ from vidssl.objectron.geometry import (
 )
 from vidssl.objectron.schema import annotation_data_pb2, object_pb2
 from vidssl.progress import track
-from vidssl.synth.render import Camera, Lighting, render
+from vidssl.synth.flow import FrameGeometry, write_flow_file
+from vidssl.synth.render import Camera, Lighting, SurfaceMap, render
 from vidssl.synth.shapes import (
     CATEGORIES,
     Face,
@@ -61,6 +64,7 @@ class SynthSpec:
     bike_blur_probability: float = 0.6  # privacy-filter blur on a stretch of frames
     wrong_category_probability: float = 0.1  # raw annotation names another category
     textures: str = "category"  # category-styled, per-instance random, or plain colours
+    flow_step: int = 0  # > 0: also write flow/<sid>.npz, GT flow of frames (0, s), (s, 2s)...
     workers: int = 0
 
 
@@ -90,7 +94,42 @@ def _place(faces: list[Face], rotation: np.ndarray, offset: np.ndarray) -> list[
     ]
 
 
-def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> VideoTruth:
+@dataclass
+class Scene:
+    """Everything one synthetic video is made of, drawn from its seeded generator: the placed
+    object, textures, lighting, and the camera (intrinsics, per-frame pose) along the video."""
+
+    truth: VideoTruth
+    annotated_category: str
+    faces: list[Face]  # world frame
+    rotation: np.ndarray  # the object's box: world = rotation @ (scale * unit) + position
+    position: np.ndarray
+    size: np.ndarray
+    keypoints_world: np.ndarray
+    texture: np.ndarray
+    ground: np.ndarray
+    wall: np.ndarray
+    lighting: Lighting
+    intrinsics: np.ndarray
+    projection: np.ndarray
+    eyes: np.ndarray  # (frames, 3) camera centres, world
+    targets: np.ndarray  # (frames, 3) look-at points
+    rolls: np.ndarray  # (frames,) radians
+    blur: tuple[int, int, float] | None
+
+    def transform(self, frame: int) -> np.ndarray:
+        """Camera-to-world 4x4 of a frame (Objectron's axes)."""
+        return look_at(self.eyes[frame], self.targets[frame], self.rolls[frame])
+
+    def ground_half_size(self, frame: int) -> float:
+        """Half the side of the ground square drawn in a frame: it follows the camera's
+        horizontal distance, so the floor texture is rescaled about the object's foot each frame."""
+        eye = self.eyes[frame]
+        return 0.6 * float(np.hypot(eye[0] - self.position[0], eye[2] - self.position[2]))
+
+
+def build_scene(spec: SynthSpec, category: str, index: int) -> Scene:
+    """The scene of video `index` of `category`: the same seed gives the same scene."""
     rng = np.random.default_rng([spec.seed, CATEGORIES.index(category), index])
     sid = sequence_id(category, index)
     split = "test" if rng.uniform() < spec.test_fraction else "train"
@@ -144,13 +183,102 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
         annotated_category = str(rng.choice([c for c in CATEGORIES if c != category]))
         truth.defects["annotated_category"] = annotated_category
 
+    eyes = np.array(
+        [
+            position
+            + distances[frame]
+            * np.array(
+                [
+                    np.cos(elevation[frame]) * np.cos(azimuth[frame]),
+                    np.sin(elevation[frame]),
+                    np.cos(elevation[frame]) * np.sin(azimuth[frame]),
+                ]
+            )
+            for frame in range(n)
+        ]
+    )
+    return Scene(
+        truth,
+        annotated_category,
+        faces,
+        rotation,
+        position,
+        size,
+        keypoints_world,
+        texture,
+        ground,
+        wall,
+        lighting,
+        intrinsics,
+        projection,
+        eyes,
+        target,
+        roll,
+        blur,
+    )
+
+
+def render_frame(
+    scene: Scene, spec: SynthSpec, frame: int, surfaces: SurfaceMap | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(BGR image, bool object mask) of one frame, exactly as written to the video (before
+    MPEG-4 coding); fills `surfaces` when given (see `vidssl.synth.render.SurfaceMap`)."""
+    view = np.linalg.inv(scene.transform(frame))
+    camera = Camera(view, scene.intrinsics, spec.width, spec.height)
+    lighting = scene.lighting
+    flicker = Lighting(
+        lighting.direction, lighting.ambient * (1 + 0.04 * np.sin(frame / 3)), lighting.diffuse
+    )
+    image, mask = render(
+        camera,
+        scene.faces,
+        scene.texture,
+        scene.ground,
+        scene.position,
+        scene.ground_half_size(frame),
+        scene.wall,
+        flicker,
+        surfaces,
+    )
+    blur = scene.blur
+    if blur and blur[0] <= frame < blur[1]:
+        image = cv2.GaussianBlur(image, (0, 0), blur[2])
+    return image, mask
+
+
+def frame_geometry(scene: Scene, spec: SynthSpec, frame: int) -> FrameGeometry:
+    """A frame's geometry for `vidssl.synth.flow` (renders the frame to learn its surfaces)."""
+    surfaces = SurfaceMap.empty(spec.width, spec.height)
+    render_frame(scene, spec, frame, surfaces)
+    return _geometry(scene, spec, frame, surfaces)
+
+
+def _geometry(scene: Scene, spec: SynthSpec, frame: int, surfaces: SurfaceMap) -> FrameGeometry:
+    view = np.linalg.inv(scene.transform(frame))
+    return FrameGeometry(
+        Camera(view, scene.intrinsics, spec.width, spec.height),
+        scene.faces,
+        np.array([scene.position[0], 0.0, scene.position[2]]),
+        scene.ground_half_size(frame),
+        surfaces,
+    )
+
+
+def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> VideoTruth:
+    scene = build_scene(spec, category, index)
+    truth, sid, n = scene.truth, scene.truth.sequence_id, spec.frames
+    intrinsics, projection, position = scene.intrinsics, scene.projection, scene.position
+
     sequence = annotation_data_pb2.Sequence()
     obj = sequence.objects.add()
-    obj.id, obj.category, obj.type = 0, annotated_category, object_pb2.Object.BOUNDING_BOX
-    obj.rotation.extend(rotation.flatten().tolist())
+    obj.id, obj.category, obj.type = 0, scene.annotated_category, object_pb2.Object.BOUNDING_BOX
+    obj.rotation.extend(scene.rotation.flatten().tolist())
     obj.translation.extend(position.tolist())
-    obj.scale.extend(size.tolist())
-    for x, y, z in (keypoints_world - position) @ rotation / np.where(size > 0, size, 1):
+    obj.scale.extend(scene.size.tolist())
+    size = scene.size
+    for x, y, z in (
+        (scene.keypoints_world - position) @ scene.rotation / np.where(size > 0, size, 1)
+    ):
         obj.keypoints.add(x=x, y=y, z=z)
 
     video_dir = out / "videos" / sid
@@ -164,26 +292,14 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write MPEG-4 video here")
     masks = []
+    geometries: list[FrameGeometry] = []
     for frame in range(n):
-        eye = position + distances[frame] * np.array(
-            [
-                np.cos(elevation[frame]) * np.cos(azimuth[frame]),
-                np.sin(elevation[frame]),
-                np.cos(elevation[frame]) * np.sin(azimuth[frame]),
-            ]
-        )
-        transform = look_at(eye, target[frame], roll[frame])
+        transform = scene.transform(frame)
         view = np.linalg.inv(transform)
-        camera = Camera(view, intrinsics, spec.width, spec.height)
-        flicker = Lighting(
-            lighting.direction, lighting.ambient * (1 + 0.04 * np.sin(frame / 3)), lighting.diffuse
-        )
-        horizontal = float(np.hypot(eye[0] - position[0], eye[2] - position[2]))
-        image, mask = render(
-            camera, faces, texture, ground, position, 0.6 * horizontal, wall, flicker
-        )
-        if blur and blur[0] <= frame < blur[1]:
-            image = cv2.GaussianBlur(image, (0, 0), blur[2])
+        surfaces = SurfaceMap.empty(spec.width, spec.height) if spec.flow_step else None
+        image, mask = render_frame(scene, spec, frame, surfaces)
+        if surfaces is not None:
+            geometries.append(_geometry(scene, spec, frame, surfaces))
         writer.write(image)
         masks.append(np.packbits(mask, axis=-1))
 
@@ -197,7 +313,7 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
         cam.projection_matrix.extend(projection.flatten().tolist())
         # ARKit reports the landscape sensor's resolution; the frames are portrait.
         cam.image_resolution_width, cam.image_resolution_height = spec.height, spec.width
-        in_camera = world_to_camera(keypoints_world, view)
+        in_camera = world_to_camera(scene.keypoints_world, view)
         normalized = project_normalized(in_camera, projection)
         object_annotation = annotation.annotations.add(object_id=0)
         inside = (
@@ -222,6 +338,10 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
     mask_path = out / "masks" / f"{sid}.npy"
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(mask_path, np.stack(masks), allow_pickle=False)
+    if spec.flow_step:
+        flow_path = out / "flow" / f"{sid}.npz"
+        flow_path.parent.mkdir(parents=True, exist_ok=True)
+        write_flow_file(flow_path, geometries, category, spec.flow_step)
     return truth
 
 
@@ -231,6 +351,11 @@ def _render_star(args: tuple) -> VideoTruth:
 
 def generate(out_dir: str | os.PathLike[str], spec: SynthSpec) -> list[VideoTruth]:
     """Write the whole synthetic dataset under `out_dir`; returns the ground truth per video."""
+    if not 0 <= spec.flow_step < spec.frames:
+        raise ValueError(
+            f"flow_step must be 0 (no flow) or a frame gap below frames ({spec.frames}), "
+            f"got {spec.flow_step}"
+        )
     out = Path(out_dir)
     tasks = [(spec, c, i, out) for c in spec.categories for i in range(spec.videos_per_class)]
     workers = min(spec.workers or os.cpu_count() or 1, len(tasks))
@@ -253,4 +378,8 @@ def generate(out_dir: str | os.PathLike[str], spec: SynthSpec) -> list[VideoTrut
 
 
 def spec_dict(spec: SynthSpec) -> dict:
-    return {k: v for k, v in asdict(spec).items() if k != "workers"}
+    """The spec's fields that decide the output (`flow_step` only when set, so specs written
+    before it existed keep their form)."""
+    return {
+        k: v for k, v in asdict(spec).items() if k != "workers" and not (k == "flow_step" and not v)
+    }

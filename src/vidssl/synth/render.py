@@ -1,6 +1,8 @@
 """A small textured-polygon renderer (OpenCV): a ground plane by homography, then the object's
 faces back to front (painter's algorithm) with back-face culling and Lambertian shading.
-It returns the frame and the object's exact silhouette mask."""
+It returns the frame and the object's exact silhouette mask and, on request, a `SurfaceMap`:
+which surface each pixel shows (the wall, the ground, or which face of the object), from which
+`vidssl.synth.flow` recovers the 3D point behind every pixel."""
 
 from __future__ import annotations
 
@@ -13,6 +15,24 @@ from vidssl.objectron.geometry import camera_to_pixels, project_to_pixels, world
 from vidssl.synth.shapes import Face
 
 _SUBPIXEL_BITS = 4
+
+WALL, GROUND, OBJECT = 0, 1, 2  # SurfaceMap.kind values
+
+
+@dataclass(frozen=True)
+class SurfaceMap:
+    """What each pixel of a rendered frame shows, filled by `render(..., surfaces=...)`.
+
+    `kind`: (H, W) uint8, WALL (the screen-fixed backdrop), GROUND (the textured plane y = 0)
+    or OBJECT; `face`: (H, W) int32, the index into `faces_world` of the object face drawn at
+    the pixel (the last one the painter drew there), -1 where no face is."""
+
+    kind: np.ndarray
+    face: np.ndarray
+
+    @classmethod
+    def empty(cls, width: int, height: int) -> SurfaceMap:
+        return cls(np.zeros((height, width), np.uint8), np.full((height, width), -1, np.int32))
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,11 @@ def _clip_near(points: np.ndarray, near: float = 0.01) -> np.ndarray:
     return np.array(kept)
 
 
-def _draw_ground(image, camera: Camera, texture, centre, half_size: float, light: float) -> None:
-    """The ground square (y = 0) by one homography, masked to its part in front of the camera."""
+def _draw_ground(
+    image, camera: Camera, texture, centre, half_size: float, light: float
+) -> np.ndarray | None:
+    """The ground square (y = 0) by one homography, masked to its part in front of the camera.
+    Returns the pixels it covers (None when none)."""
     size = texture.shape[0]
     texture_to_plane = np.array(
         [
@@ -75,16 +98,19 @@ def _draw_ground(image, camera: Camera, texture, centre, half_size: float, light
     world = np.stack([plane[:, 0], np.zeros(4), plane[:, 1]], axis=1)
     visible = _clip_near(world_to_camera(world, camera.view))
     if len(visible) < 3:
-        return
+        return None
     pixels = np.clip(project_to_pixels(visible, camera.intrinsics), -1e5, 1e5)
     mask = np.zeros((camera.height, camera.width), np.uint8)
     scaled = np.round(pixels * (1 << _SUBPIXEL_BITS)).astype(np.int32)
     cv2.fillConvexPoly(mask, scaled, 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     inside = mask.astype(bool)
     image[inside] = warped[inside]
+    return inside
 
 
-def _draw_face(image, mask, pixels: np.ndarray, uv: np.ndarray, texture, shade: float) -> None:
+def _draw_face(
+    image, mask, pixels: np.ndarray, uv: np.ndarray, texture, shade: float, face_ids=None, index=-1
+) -> None:
     height, width = mask.shape
     x0, y0 = np.floor(pixels.min(axis=0)).astype(int)
     x1, y1 = np.ceil(pixels.max(axis=0)).astype(int) + 1
@@ -104,6 +130,8 @@ def _draw_face(image, mask, pixels: np.ndarray, uv: np.ndarray, texture, shade: 
     region = image[y0:y1, x0:x1]
     region[inside] = np.clip(patch[inside].astype(np.float32) * shade, 0, 255).astype(np.uint8)
     mask[y0:y1, x0:x1] |= inside
+    if face_ids is not None:
+        face_ids[y0:y1, x0:x1][inside] = index
 
 
 def render(
@@ -115,10 +143,12 @@ def render(
     ground_half_size: float,
     wall_colour: np.ndarray,
     lighting: Lighting,
+    surfaces: SurfaceMap | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(BGR image, bool mask of the object) for one frame."""
+    """(BGR image, bool mask of the object) for one frame; fills `surfaces` (a
+    `SurfaceMap.empty` of the frame's size) when given, without changing the image."""
     image = _background(camera, wall_colour)
-    _draw_ground(
+    ground = _draw_ground(
         image,
         camera,
         ground_texture,
@@ -126,16 +156,22 @@ def render(
         ground_half_size,
         lighting.shade(np.array([0, 1.0, 0])),
     )
+    if surfaces is not None and ground is not None:
+        surfaces.kind[ground] = GROUND
     mask = np.zeros((camera.height, camera.width), bool)
     rotation = camera.view[:3, :3]
     visible = []
-    for face in faces_world:
+    for index, face in enumerate(faces_world):
         vertices = world_to_camera(face.vertices, camera.view)
         centroid = vertices.mean(axis=0)
         if float((rotation @ face.normal) @ centroid) >= 0:  # facing away from the camera
             continue
-        visible.append((float(np.linalg.norm(centroid)), vertices, face))
-    for _, vertices, face in sorted(visible, key=lambda item: -item[0]):
+        visible.append((float(np.linalg.norm(centroid)), index, vertices, face))
+    face_ids = None if surfaces is None else surfaces.face
+    for _, index, vertices, face in sorted(visible, key=lambda item: -item[0]):
         pixels = project_to_pixels(vertices, camera.intrinsics)
-        _draw_face(image, mask, pixels, face.uv, texture, lighting.shade(face.normal))
+        shade = lighting.shade(face.normal)
+        _draw_face(image, mask, pixels, face.uv, texture, shade, face_ids, index)
+    if surfaces is not None:
+        surfaces.kind[mask] = OBJECT
     return image, mask

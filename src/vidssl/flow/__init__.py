@@ -1,0 +1,1 @@
+"""Optical flow for PiCo: estimators, flow codec, point tracks and anchor sampling."""
