@@ -58,7 +58,7 @@ def test_metrics_are_served_and_pushed(tmp_path, monkeypatch, pushgateway):
 
 
 def test_each_loss_term_of_a_method_gets_its_own_gauge():
-    from vidssl.train.monitor import TrainMetrics
+    from vidssl.train.telemetry import TrainMetrics
 
     port = free_port()
     metrics_ = TrainMetrics("vidssl-train-terms", port, experiment="terms", run="r1")
@@ -151,7 +151,7 @@ def test_cleanup_component_ends_a_kfp_local_run_from_an_exit_handler(
 
 def test_the_metrics_port_comes_from_the_config_else_the_cluster(monkeypatch):
     from vidssl.config import ConfigError
-    from vidssl.train.monitor import serving_port
+    from vidssl.train.telemetry import serving_port
 
     monkeypatch.delenv(metrics.METRICS_PORT_ENV, raising=False)
     assert serving_port(0) == 0

@@ -5,7 +5,7 @@
                                              # committed files equal this output
 
 Each dashboard has a `datasource` variable (any Prometheus), `experiment` and `run` (all runs by
-default). Training panels read what the training pod serves and pushes (vidssl.train.monitor);
+default). Training panels read what the training pod serves and pushes (vidssl.train.telemetry);
 the same series can arrive twice, scraped from the pod and through the Pushgateway, so panels
 take `max by (run)`. Stage and store panels read the stage summaries (vidssl.metrics): the
 Pushgateway holds them only until the run's cleanup, Prometheus keeps what it scraped, so they

@@ -27,13 +27,8 @@ from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
 from vidssl.train.methods import Method, total_loss
-from vidssl.train.monitor import (
-    DivergenceGuard,
-    TrainingDiverged,
-    TrainMetrics,
-    collapse_std,
-    serving_port,
-)
+from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, collapse_std
+from vidssl.train.telemetry import TrainMetrics, serving_port
 
 log = logging.getLogger(__name__)
 
