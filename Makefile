@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -24,7 +24,7 @@ help:
 	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2']          test 3D mAP over training seeds, bootstrap CIs"
 	@echo "make image [TARGET=cpu|gpu] | image-lint | image-size   the component image"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
-	@echo "make perf-store | perf-ingest | perf-train | perf-eval    speed benchmarks (build/perf/)"
+	@echo "make perf-store | perf-ingest | perf-train | perf-eval | perf-flow    speed benchmarks (build/perf/)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP) tools
@@ -144,6 +144,11 @@ perf-train: setup store-up
 
 perf-eval: setup
 	$(PY) -m vidssl.perf.eval
+
+# The flow stage against the bare estimator, tracking's share, the codec's error; RAFT on a GPU
+# (FLOW_ARGS='--raft-weights raft_large.pth', or --raft-random-weights to time it alone).
+perf-flow: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.flow $(FLOW_ARGS)
 
 # Deprecated aliases of the perf-* targets, kept for one release ("bench" now names the
 # representation benchmarks alone: the bench stage, `vidssl bench`).

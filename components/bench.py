@@ -14,9 +14,11 @@ def bench(
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.Markdown],
     page: dsl.Output[dsl.HTML],
+    tracks_url: str = "",
 ) -> str:
     """Scores every export (label -> embedding URL: the trained model's and the baselines',
-    `vidssl.stages.graph`); returns the report's URL."""
+    `vidssl.stages.graph`); returns the report's URL. `tracks_url`: the flow stage's output,
+    whose test tracks are the dense correspondence truth where the clips carry no flow."""
     import logging
 
     from vidssl.config import experiment_from_json
@@ -25,7 +27,9 @@ def bench(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = experiment_from_json(config_json)
-    result = stage.run(experiment, exports, run_id or None, clips_url=clips_url or None)
+    result = stage.run(
+        experiment, exports, run_id or None, clips_url=clips_url or None, tracks_url=tracks_url
+    )
     for name, value in stage.kfp_metrics(result).items():
         metrics.log_metric(name, value)
     store = store_for(experiment)

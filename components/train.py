@@ -23,15 +23,24 @@ TRAINJOB_PASSTHROUGHS = [
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train(config_json: str, clips_url: str, force: bool, metrics: dsl.Output[dsl.Metrics]) -> str:
-    """Returns the URL of the trained encoder (final.pt); logs the last epoch as KFP metrics."""
+def train(
+    config_json: str,
+    clips_url: str,
+    force: bool,
+    metrics: dsl.Output[dsl.Metrics],
+    tracks_url: str = "",
+) -> str:
+    """Returns the URL of the trained encoder (final.pt); logs the last epoch as KFP metrics.
+    `tracks_url`: the flow stage's tracks of these clips (samplers that learn from tracks)."""
     import logging
 
     from vidssl.cluster.launch import log_train_metrics, run_train
     from vidssl.config import experiment_from_json
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    output = run_train(experiment_from_json(config_json), clips_url, force=force)
+    output = run_train(
+        experiment_from_json(config_json), clips_url, force=force, tracks_url=tracks_url
+    )
     log_train_metrics(output, metrics)
     return output.model_url
 
@@ -46,6 +55,7 @@ def train_on_trainer(
     image: str,
     metrics: dsl.Output[dsl.Metrics],
     task_config: dsl.TaskConfig,
+    tracks_url: str = "",
 ) -> str:
     """Trains on a TrainJob of `cluster.train.nodes` nodes running `image` (this task's own);
     returns the URL of the trained encoder and logs the last epoch as KFP metrics."""
@@ -56,6 +66,13 @@ def train_on_trainer(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = experiment_from_json(config_json)
-    output = run_train(experiment, clips_url, force=force, image=image, task_config=task_config)
+    output = run_train(
+        experiment,
+        clips_url,
+        force=force,
+        tracks_url=tracks_url,
+        image=image,
+        task_config=task_config,
+    )
     log_train_metrics(output, metrics)
     return output.model_url

@@ -50,6 +50,8 @@ KFP_CACHING: dict[str, bool] = {
     "ingest": False,
     # Input: ingest's output URL, content-addressed.
     "clean": True,
+    # Input: the clips' content-addressed URL; the flow settings are in the config string.
+    "flow": True,
     # Writes runs/<experiment>/<run_id>/ (not content-addressed): a re-run with the same run_id
     # must write its report again; the task is cheap.
     "inspect": False,

@@ -1,6 +1,7 @@
 """The one pipeline every experiment runs; its tasks come from the experiment's stage graph
 (`vidssl.stages.graph`): [synth ->] ingest -> [clean ->] inspect, and, with a `train:` section,
-train -> export (the trained model) and one export per baseline -> bench; all inside an exit
+[flow ->] train -> export (the trained model) and one export per baseline -> bench (flow when
+the sampler reads point tracks: its output goes to train and bench); all inside an exit
 handler that deletes the run's Pushgateway series when the run ends."""
 
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from kfp import dsl
 from components.bench import bench
 from components.clean import clean
 from components.export import export
+from components.flow import flow
 from components.ingest import ingest
 from components.inspect import inspect
 from components.metrics import delete_run_metrics
@@ -40,19 +42,21 @@ DATA_TASKS: dict[str, DataTask] = {
 
 
 def _train_task(
-    experiment: Experiment, config_json: str, clips_url: str, force: bool
+    experiment: Experiment, config_json: str, clips_url: str, force: bool, tracks: dict
 ) -> dsl.PipelineTask:
     """Train in the task's pod, or, with `cluster.train.nodes > 1`, on a Kubeflow Trainer
-    TrainJob that the task launches and watches (components/train.py)."""
+    TrainJob that the task launches and watches (components/train.py). `tracks`: the flow
+    task's output as `tracks_url`, when the sampler reads tracks (else empty)."""
     if experiment.cluster.train.nodes > 1:
         task = train_on_trainer(
             config_json=config_json,
             clips_url=clips_url,
             force=force,
             image=image_for(experiment, "train"),
+            **tracks,
         )
         return on_cluster(task, "train", experiment, launches_trainjob=True)
-    task = train(config_json=config_json, clips_url=clips_url, force=force)
+    task = train(config_json=config_json, clips_url=clips_url, force=force, **tracks)
     return on_cluster(task, "train", experiment)
 
 
@@ -100,7 +104,13 @@ def _stages(
     )
     if not graph.trains:
         return
-    model = _train_task(experiment, config_json, clips_url, force)
+    tracks = {}
+    if graph.tracks:
+        tracked = on_cluster(
+            flow(config_json=config_json, clips_url=clips_url, force=force), "flow", experiment
+        )
+        tracks = {"tracks_url": tracked.outputs["Output"]}
+    model = _train_task(experiment, config_json, clips_url, force, tracks)
     exports = {}
     for plan in graph.exports:
         embedded = on_cluster(
@@ -111,7 +121,9 @@ def _stages(
         ).set_display_name(plan.task_name)  # fmt: skip
         exports[plan.label] = embedded.outputs["Output"]
     scores = on_cluster(
-        bench(config_json=config_json, exports=exports, clips_url=clips_url, run_id=run_id),
+        bench(
+            config_json=config_json, exports=exports, clips_url=clips_url, run_id=run_id, **tracks
+        ),
         "bench",
         experiment,
     )

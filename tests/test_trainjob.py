@@ -476,6 +476,10 @@ def test_a_stopped_task_deletes_its_trainjob(api_server, make_experiment):
     assert fake.jobs == {} and fake.requests[-1][0] == "DELETE"
 
 
+def _tracks(tracks_url: str) -> dict:
+    return {"tracks": tracks_url} if tracks_url else {}
+
+
 class StageCalls:
     """Stands in for `vidssl.stages.train.run` (training in this process) and
     `vidssl.stages.train.published` (the look-up after a distributed run): records the calls."""
@@ -486,12 +490,12 @@ class StageCalls:
         self.calls: list[dict] = []
         output = TrainOutput(f"{CLIPS}/../train/d", None, cached=True)
 
-        def run(experiment, clips_url, *, force=False):
-            self.calls.append({"run": clips_url, "force": force})
+        def run(experiment, clips_url, *, tracks_url="", force=False):
+            self.calls.append({"run": clips_url, "force": force, **_tracks(tracks_url)})
             return output
 
-        def look_up(experiment, clips_url):
-            self.calls.append({"published": clips_url})
+        def look_up(experiment, clips_url, *, tracks_url=""):
+            self.calls.append({"published": clips_url, **_tracks(tracks_url)})
             return output if published else None
 
         monkeypatch.setattr("vidssl.stages.train.run", run)

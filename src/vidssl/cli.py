@@ -68,8 +68,16 @@ def synth_objectron(
     width: int = typer.Option(192, "--width"),
     height: int = typer.Option(256, "--height"),
     workers: int = typer.Option(0, "--workers", help="Processes; 0 = one per core."),
+    flow_step: int = typer.Option(
+        0,
+        "--flow-step",
+        min=0,
+        help="> 0: also write ground-truth flow of frames (0, N), (N, 2N), ... and category "
+        "masks under flow/ (ingest with frame_stride N puts them into the clips).",
+    ),
 ) -> None:
-    """Write a synthetic dataset in Objectron's layout (videos, .pbdata, index files, masks)."""
+    """Write a synthetic dataset in Objectron's layout (videos, .pbdata, index files, masks;
+    with --flow-step, ground-truth flow and category masks)."""
     from vidssl.synth.objectron import SynthSpec, generate
 
     spec = SynthSpec(
@@ -78,6 +86,7 @@ def synth_objectron(
         width=width,
         height=height,
         seed=seed,
+        flow_step=flow_step,
         workers=workers,
     )
     truths = generate(out, spec)
@@ -149,6 +158,9 @@ def train(
     ),
     clips: str = typer.Option(..., "--clips", help="URL of the clip shards to train on."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming."),
+    tracks: str = typer.Option(
+        "", "--tracks", help="URL of the flow stage's tracks of the clips (pixel_pairs)."
+    ),
 ) -> None:
     """Self-supervised training (resumes from the latest checkpoint); prints the model URL.
     Several processes: `torchrun --nproc_per_node N -m vidssl.cli train ...`; a pipeline's
@@ -156,7 +168,7 @@ def train(
     $VIDSSL_EXPERIMENT_JSON instead of a name."""
     from vidssl.stages import train as stage
 
-    output = stage.run(_experiment_or_json(experiment), clips, force=force)
+    output = stage.run(_experiment_or_json(experiment), clips, force=force, tracks_url=tracks)
     console.print(output.model_url)
 
 
@@ -355,6 +367,26 @@ def flow_pair(
         highlight=False,
     )
     console.print(str(out))
+
+
+@flow_app.command("run")
+def flow_run(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+    clips: str = typer.Option(..., "--clips", help="URL of the clip shards to track."),
+    force: bool = typer.Option(False, "--force", help="Redo even if a finished output exists."),
+) -> None:
+    """The flow stage: forward and backward flow between consecutive kept frames and point
+    tracks through it, in track shards that follow the clip shards; prints the output URL."""
+    from vidssl.stages import flow as stage
+
+    output = stage.run(load_experiment(experiment), clips, force=force)
+    details = output.manifest.details
+    errors.print(
+        f"{details['tracked']} clips tracked ({details['skipped']} skipped), "
+        f"{details['tracks_per_clip']} tracks per clip",
+        highlight=False,
+    )
+    console.print(output.url)
 
 
 #: Errors about the user's inputs, files or store: one line naming the culprit, exit status 2.

@@ -103,6 +103,53 @@ class SyntheticObjectronSource(Source):
         description="object textures: styled per category (colours and pattern shared by a "
         "category's instances), random per instance, or one plain colour per instance",
     )
+    flow_step: int = Field(
+        0,
+        ge=0,
+        description="> 0: also generate ground truth, forward optical flow from frame t to "
+        "t + flow_step (t = 0, flow_step, ...) and per-pixel category masks, which ingest puts "
+        "into the clip samples; must equal ingest.frame_stride (the kept frames' pairs)",
+    )
+
+    @model_validator(mode="after")
+    def _flow_step_below_frames(self) -> SyntheticObjectronSource:
+        if self.flow_step >= self.frames:
+            raise ValueError(
+                f"flow_step ({self.flow_step}) must be below frames ({self.frames}): "
+                "no two frames are that far apart"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_flow_step(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """flow_step 0 is left out, so sources written before it existed dump (and digest) as
+        they did."""
+        dumped = handler(self)
+        if not self.flow_step:
+            dumped.pop("flow_step", None)
+        return dumped
+
+
+def check_flow_step(source: object, ingest: IngestConfig) -> None:
+    """ValueError unless a synthetic source's ground-truth flow pairs are the frames ingest
+    keeps: `dataset.source.flow_step` = `ingest.frame_stride` (1 when ingest keeps every
+    frame)."""
+    step = getattr(source, "flow_step", 0)
+    if not step:
+        return
+    if ingest.fps is not None:
+        raise ValueError(
+            f"dataset.source.flow_step ({step}) needs ingest.frame_stride, not ingest.fps "
+            f"({ingest.fps:g}): the ground-truth flow pairs are frames flow_step apart, which "
+            "only a fixed stride keeps; set ingest.frame_stride to dataset.source.flow_step"
+        )
+    kept = ingest.frame_stride or 1
+    if kept != step:
+        stride = ingest.frame_stride or "unset: every frame kept, a step of 1"
+        raise ValueError(
+            f"dataset.source.flow_step ({step}) must equal ingest.frame_stride ({stride}): "
+            "the ground-truth flow pairs must be the kept frames' consecutive pairs"
+        )
 
 
 class UCF101Source(Source):
@@ -178,6 +225,42 @@ class IngestConfig(Strict):
         if self.fps is not None and self.frame_stride is not None:
             raise ValueError("set ingest.fps or ingest.frame_stride, not both")
         return self
+
+
+class TrackConfig(Strict):
+    """Point tracks through the flow (vidssl.flow.tracks; PiCo 3.2, Sundaram et al.): start
+    points uniform in space and time, stopped at forward-backward inconsistency
+    |w + ŵ|² > alpha (|w|² + |ŵ|²) + beta or on leaving the frame."""
+
+    starts_per_frame: int = Field(512, gt=0, description="new start points seeded on each frame")
+    alpha: float = Field(0.01, ge=0, description="forward-backward check, relative term")
+    beta: float = Field(0.5, ge=0, description="forward-backward check, px²")
+    min_length: int = Field(2, ge=1, description="tracks alive on fewer frames are not kept")
+    seed: int = 0
+
+
+class FlowConfig(Strict):
+    """The flow stage (vidssl.stages.flow): forward and backward optical flow between
+    consecutive kept frames of every clip, stored JPEG-coded (u, v clipped to +-`bound` px,
+    rescaled to 0..255), and point tracks through it. Runs when the training sampler needs
+    tracks (`train.sampler.needs_tracks`)."""
+
+    estimator: Literal["dis", "farneback", "raft_small", "raft_large"] = Field(
+        "dis", description="OpenCV DIS (the CPU default), Farneback, or torchvision RAFT"
+    )
+    weights: str | None = Field(
+        None, description="RAFT: a local weights file (state dict); nothing is downloaded"
+    )
+    device: str | None = Field(None, description="RAFT: cuda or cpu; null = cuda when present")
+    batch_size: int = Field(16, gt=0, description="frame pairs per estimator call")
+    bound: float = Field(20.0, gt=0, description="px; flow is clipped to +-bound for storage")
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    keep_flow: bool = Field(True, description="store the JPEG-coded flow beside the tracks")
+    splits: list[str] = Field(
+        default_factory=lambda: ["train", "val", "test"],
+        description="clip splits to compute flow and tracks for (those the clips lack are skipped)",
+    )
+    tracks: TrackConfig = TrackConfig()
 
 
 class CleanConfig(Strict):
@@ -272,6 +355,10 @@ class PicoMethodConfig(Strict):
         "anchor", "views", "anchor_xy", "view_xy", "view_index", "valid",
     )  # fmt: skip
     embedding_dim: int = Field(128, gt=0, description="the dense encoder's output per pixel")
+    fpn_channels: int = Field(256, gt=0, multiple_of=32, description="FPN width (the paper: 256)")
+    branch_channels: int = Field(
+        128, gt=0, multiple_of=32, description="semantic branch width (the paper: 128)"
+    )
     projection_dim: int = Field(128, gt=0)
     hidden_dim: int = Field(2048, gt=0, description="the 1x1-conv head's hidden layer")
     queue_size: int = Field(65536, gt=0, description="negative pixel keys kept from past batches")
@@ -343,13 +430,54 @@ class TemporalSampler(Strict):
     examples_per_clip: ExamplesPerClip = _EXAMPLES_PER_CLIP
 
 
+class PixelPairsSampler(Strict):
+    """PiCo's examples (section 3.3): an anchor frame, `num_views` view frames, and up to
+    `max_pairs` point pairs between them, each frame cropped and flipped on its own with the
+    points carried along. `correspondence`: `tracks` (PiCo: a track's positions, from the flow
+    stage), `static_frame` (Static(Frame): the views are other augmentations of the anchor
+    frame itself, the points the same pixels) or `static_video` (Static(Video): other frames,
+    zero flow: the same pixel in each). `view_frames`: `anchored` (the top-K frames by track
+    endpoints) or `random` (the baseline)."""
+
+    kind: Literal["pixel_pairs"] = "pixel_pairs"
+    views: ClassVar[tuple[str, ...]] = PicoMethodConfig.views
+    correspondence: Literal["tracks", "static_frame", "static_video"] = "tracks"
+    view_frames: Literal["anchored", "random"] = "anchored"
+    num_views: int = Field(2, ge=1, description="K, view frames per anchor")
+    trajectory_length: int | None = Field(
+        None, ge=1, description="T: views within T frames of the anchor; null = the whole clip"
+    )
+    max_pairs: int = Field(1024, gt=0, description="point pairs per example (padded to this)")
+    crop_scale: tuple[float, float] = Field(
+        (0.4, 1.0), description="random resized crop: area fraction of the frame, per frame"
+    )
+    examples_per_clip: int = Field(4, ge=1, description="anchors drawn per clip visit")
+
+    @property
+    def needs_tracks(self) -> bool:
+        """Whether examples read the flow stage's tracks (the stage graph adds it)."""
+        return self.correspondence == "tracks" or self.view_frames == "anchored"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PixelPairsSampler:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError("train.sampler.crop_scale must be 0 < low <= high <= 1")
+        if self.correspondence == "static_frame" and self.view_frames == "anchored":
+            raise ValueError(
+                "train.sampler: static_frame views are the anchor frame itself; "
+                "set view_frames: random (it is not used)"
+            )
+        return self
+
+
 #: The config classes of `train.method` and `train.sampler`; `register_method_config` and
 #: `register_sampler_config` add to them (a new method is a config class and a module).
 METHOD_CONFIGS: list[type[Strict]] = [
     SimSiamMethod, NTXentMethod, TCNMethod, MoCoMethod, PicoMethodConfig,
 ]  # fmt: skip
 SAMPLER_CONFIGS: list[type[Strict]] = [
-    PairsSampler, TripletsSampler, FramesSampler, TemporalSampler,
+    PairsSampler, TripletsSampler, FramesSampler, TemporalSampler, PixelPairsSampler,
 ]  # fmt: skip
 
 
@@ -442,6 +570,25 @@ class ExportConfig(Strict):
     batch_size: int = Field(256, gt=0)
 
 
+class DenseBenchConfig(Strict):
+    """Dense benchmarks, for models whose encoder gives a feature map (PiCo; vidssl.evaluate.
+    dense): nearest-neighbour correspondence (PCK, EPE) between consecutive test frames against
+    ground-truth flow where the clips carry it (synthetic data) or held-out tracks, and the
+    linear-probe segmentation (mIoU) on per-pixel category masks."""
+
+    pck_pixels: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0])
+    query_step: int = Field(8, gt=0, description="px between query points on the flow grid")
+    search_radius: float | None = Field(
+        None, gt=0, description="px; matches only within it of the query's position; null = any"
+    )
+    max_pairs: int = Field(400, gt=0, description="test frame pairs scored at most")
+    probe_epochs: int = Field(20, gt=0)
+    probe_lr: float = Field(0.1, gt=0)
+    probe_batch_size: int = Field(16, gt=0)
+    probe_max_train_frames: int = Field(2000, gt=0)
+    figures: int = Field(4, ge=0, description="example frames per figure")
+
+
 class BenchConfig(Strict):
     """Benchmarks on exported embeddings (vidssl.stages.bench)."""
 
@@ -454,6 +601,7 @@ class BenchConfig(Strict):
     random_fit_draws: int = Field(
         5, gt=0, description="random-fit baselines: draws averaged (each scored as the models)"
     )
+    dense: DenseBenchConfig = DenseBenchConfig()
     seed: int = 0
 
 
@@ -467,7 +615,9 @@ class ShardConfig(Strict):
 #: The stages a task can run; `cluster.<stage>` overrides `cluster.default` for one of them.
 #: The pipeline's tasks by stage; `metrics` is the exit task that deletes the run's Pushgateway
 #: series when the run ends.
-CLUSTER_STAGES = ("synth", "ingest", "clean", "inspect", "train", "export", "bench", "metrics")
+CLUSTER_STAGES = (
+    "synth", "ingest", "clean", "flow", "inspect", "train", "export", "bench", "metrics",
+)  # fmt: skip
 #: A Kubernetes object name (DNS subdomain: lower-case alphanumerics, '-' and '.'), or empty.
 _OBJECT_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
 #: Quantity strings Kubernetes accepts (`500m`, `2`, `8Gi`); `8GB` is not one.
@@ -577,9 +727,10 @@ def _bytes(quantity: str) -> float:
 #: usual failure, and a retry is safe (an attempt of its own, vidssl.shards.attempts). Train does
 #: not retry: its failures (divergence, out of memory, a bad config) repeat, on GPUs; a re-run
 #: resumes from its last checkpoint anyway. /dev/shm: the stages with DataLoader workers. A new
-#: stage (`flow`) adds a field to ClusterConfig and, if it retries or loads data, a line here.
+#: stage adds a field to ClusterConfig and, if it retries or loads data, a line here.
 STAGE_DEFAULTS: dict[str, TaskSettings] = {
     "ingest": TaskSettings(retry=Retry(max_retries=3)),
+    "flow": TaskSettings(retry=Retry(max_retries=3)),
     "train": TaskSettings(shm="4Gi"),
     "export": TaskSettings(shm="2Gi", retry=Retry(max_retries=3)),
     "metrics": TaskSettings(cpu="100m", memory="256Mi"),
@@ -611,6 +762,7 @@ class ClusterConfig(Strict):
     synth: TaskSettings = TaskSettings()
     ingest: TaskSettings = TaskSettings()
     clean: TaskSettings = TaskSettings()
+    flow: TaskSettings = TaskSettings()
     inspect: TaskSettings = TaskSettings()
     train: TrainTaskSettings = TrainTaskSettings()
     export: TaskSettings = TaskSettings()
@@ -663,6 +815,7 @@ class Experiment(Strict):
     dataset: DatasetConfig
     ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
+    flow: FlowConfig = FlowConfig()
     train: TrainConfig | None = Field(
         None, description="with it the pipeline trains, exports and benchmarks; without, it ingests"
     )
@@ -670,6 +823,11 @@ class Experiment(Strict):
     bench: BenchConfig = BenchConfig()
     shards: ShardConfig = ShardConfig()
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _flow_step_matches_ingest(self) -> Experiment:
+        check_flow_step(self.dataset.source, self.ingest)
+        return self
 
     def store_uri(self) -> str:
         return os.environ.get(STORE_URI_ENV) or self.store.uri

@@ -39,7 +39,7 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
     """Train with `train.seed = seed`, embed, and score test queries against train frames."""
     from vidssl.stages import bench, export, train
     from vidssl.stages.base import store_for
-    from vidssl.stages.prepare import prepared_clips
+    from vidssl.stages.prepare import prepared_clips, training_tracks
 
     if experiment.train is None:
         raise ConfigError(f"{experiment.name}: no train: section, nothing to train over seeds")
@@ -47,7 +47,7 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
         update={"train": experiment.train.model_copy(update={"seed": seed})}
     )
     clips = prepared_clips(seeded)
-    model = train.run(seeded, clips)
+    model = train.run(seeded, clips, tracks_url=training_tracks(seeded, clips))
     store = store_for(seeded)
     splits = {}
     for name, output in (

@@ -91,10 +91,10 @@ def load_sweep(name_or_path: str) -> tuple[str, dict[str, Experiment]]:
 def score_variant(experiment: Experiment) -> dict:
     """Train, export (trained and random embeddings) and score on val; the bench metrics."""
     from vidssl.stages import bench, export, train
-    from vidssl.stages.prepare import prepared_clips
+    from vidssl.stages.prepare import prepared_clips, training_tracks
 
     clips = prepared_clips(experiment)
-    model = train.run(experiment, clips)
+    model = train.run(experiment, clips, tracks_url=training_tracks(experiment, clips))
     trained = export.run(experiment, clips, model_url=model.model_url)
     random = export.run(experiment, clips, baseline="random")
     return bench.run(

@@ -45,12 +45,14 @@ def run_train(
     clips_url: str,
     *,
     force: bool = False,
+    tracks_url: str = "",
     image: str = "",
     task_config: Any = None,
     api: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ):
     """Train as `cluster.train` says and return the stage's output (vidssl.stages.train).
+    `tracks_url`: the flow stage's tracks of the clips, for samplers that need them.
 
     `image` (the task's own) and `task_config` (kfp's pass-through of the task's settings) are
     for the TrainJob; `api` is a `kubernetes.client.CustomObjectsApi` (default: in-cluster)."""
@@ -68,6 +70,7 @@ def run_train(
             image=image,
             namespace=namespace(),
             force=force,
+            tracks_url=tracks_url,
             task_config=task_config,
             owner=_launching_pod(),
         )
@@ -75,10 +78,10 @@ def run_train(
             api, manifest, poll_seconds=experiment.cluster.train.poll_seconds, sleep=sleep
         )
     elif settings.gpu > 1:
-        run_torchrun(experiment, clips_url, force=force, procs=settings.gpu)
+        run_torchrun(experiment, clips_url, force=force, procs=settings.gpu, tracks_url=tracks_url)
     else:
-        return stage.run(experiment, clips_url, force=force)
-    output = stage.published(experiment, clips_url)
+        return stage.run(experiment, clips_url, force=force, tracks_url=tracks_url)
+    output = stage.published(experiment, clips_url, tracks_url=tracks_url)
     if output is None:
         raise TrainJobFailed(
             f"train: the distributed run on {nodes} node(s) ended without publishing a model "
@@ -87,9 +90,11 @@ def run_train(
     return output
 
 
-def run_torchrun(experiment: Experiment, clips_url: str, *, force: bool, procs: int) -> None:
+def run_torchrun(
+    experiment: Experiment, clips_url: str, *, force: bool, procs: int, tracks_url: str = ""
+) -> None:
     """`train_command` with `procs` processes in this pod; its output goes to this task's log."""
-    command = train_command(clips_url, force=force, procs_per_node=procs)
+    command = train_command(clips_url, force=force, procs_per_node=procs, tracks_url=tracks_url)
     command[0] = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     env = {**os.environ, EXPERIMENT_JSON_ENV: experiment.model_dump_json()}
     log.info("train: %d processes: %s", procs, " ".join(command))

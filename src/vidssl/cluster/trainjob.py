@@ -88,8 +88,11 @@ def cluster_env(experiment: Experiment) -> list[dict[str, Any]]:
     return env
 
 
-def train_command(clips_url: str, *, force: bool, procs_per_node: int | None) -> list[str]:
-    """`torchrun ... -m vidssl.cli train --clips URL`, the experiment in $VIDSSL_EXPERIMENT_JSON.
+def train_command(
+    clips_url: str, *, force: bool, procs_per_node: int | None, tracks_url: str = ""
+) -> list[str]:
+    """`torchrun ... -m vidssl.cli train --clips URL [--tracks URL]`, the experiment in
+    $VIDSSL_EXPERIMENT_JSON.
 
     `procs_per_node` given: one pod (`--standalone`, that many processes). None: a TrainJob
     node, where the runtime's PET_* environment sets nodes, processes, rank and rendezvous."""
@@ -97,14 +100,18 @@ def train_command(clips_url: str, *, force: bool, procs_per_node: int | None) ->
     if procs_per_node is not None:
         command += ["--standalone", f"--nproc_per_node={procs_per_node}"]
     command += ["-m", "vidssl.cli", "train", "--clips", clips_url]
+    if tracks_url:
+        command += ["--tracks", tracks_url]
     return command + (["--force"] if force else [])
 
 
-def trainjob_name(experiment: Experiment, clips_url: str, force: bool) -> str:
+def trainjob_name(experiment: Experiment, clips_url: str, force: bool, tracks_url: str = "") -> str:
     """`vidssl-<experiment>-<hash of the training's inputs>`: the same training (config, clips,
     force) gets the same name, so a retried or concurrent task finds the TrainJob already
     running instead of starting a second one (vidssl.cluster.launch)."""
     inputs = f"{experiment.model_dump_json()}\n{clips_url}\n{force}"
+    if tracks_url:  # only then: the names of trainings without tracks stay as they were
+        inputs += f"\n{tracks_url}"
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:10]
     stem = re.sub(r"[^a-z0-9-]+", "-", experiment.name.lower()).strip("-")
     stem = stem[: NAME_MAX - len("vidssl--") - len(digest)].rstrip("-")
@@ -140,8 +147,10 @@ def trainjob_manifest(
     force: bool = False,
     task_config: Any = None,
     owner: dict[str, str] | None = None,
+    tracks_url: str = "",
 ) -> dict[str, Any]:
-    """The TrainJob that trains `experiment` on `clips_url` on `cluster.train.nodes` nodes.
+    """The TrainJob that trains `experiment` on `clips_url` (and the tracks at `tracks_url`,
+    when given) on `cluster.train.nodes` nodes.
 
     Each node runs `image` with `train_command` and `cluster.train`'s cpu, memory and GPUs
     (`numProcPerNode`: one process per GPU, one on CPU), tolerations, node selector and /dev/shm;
@@ -165,14 +174,16 @@ def trainjob_manifest(
     env += [item for item in theirs if item["name"] not in {e["name"] for e in env}]
     trainer = {
         "image": image,
-        "command": train_command(clips_url, force=force, procs_per_node=None),
+        "command": train_command(
+            clips_url, force=force, procs_per_node=None, tracks_url=tracks_url
+        ),
         "numNodes": cluster.train.nodes,
         "numProcPerNode": max(settings.gpu, 1),
         "resourcesPerNode": passed.get("resources") or resources_per_node(settings),
         "env": env,
     }
     metadata: dict[str, Any] = {
-        "name": trainjob_name(experiment, clips_url, force),
+        "name": trainjob_name(experiment, clips_url, force, tracks_url),
         "namespace": namespace,
         "labels": {
             "app.kubernetes.io/managed-by": "vidssl",

@@ -161,6 +161,75 @@ def _paper_cells(name: str, row: tuple) -> list[str]:
     return [name, _paper_cell(map_3d), _paper_cell(reid), _paper_cell(accuracy, 3)]
 
 
+def _threshold_keys(scores: dict) -> list[str]:
+    """The `pck@<t>px` keys of a correspondence result, in threshold order."""
+    keys = [key for key in scores if key.startswith("pck@") and key.endswith("px")]
+    return sorted(keys, key=lambda key: float(key[4:-2]))
+
+
+def dense_section(dense: dict) -> list[str]:
+    """Markdown lines of the dense benchmarks (`vidssl.stages.dense_bench`): a correspondence
+    table (PCK at each threshold, its mean, EPE; then what a random cell scores) and a
+    linear-probe segmentation table (then predicting the most frequent class everywhere)."""
+    lines: list[str] = []
+    correspondence = {
+        name: model["correspondence"]
+        for name, model in dense.items()
+        if model.get("correspondence", {}).get("pairs")
+    }
+    if correspondence:
+        first = next(iter(correspondence.values()))
+        keys = _threshold_keys(first)
+        header = ("embeddings", "pairs", "queries", *(k.upper()[:3] + k[3:] for k in keys))
+        header = (*header, "PCK avg", "EPE px")
+        rows = [
+            [name, str(s["pairs"]), str(int(s["queries"])), *(_f(s[k]) for k in keys),
+             _f(s.get("pck_avg")), _f(s["epe"], 2)]
+            for name, s in correspondence.items()
+        ]  # fmt: skip
+        chance = first.get("chance", {})
+        if chance:
+            rows.append(
+                ["random cell (chance)", "", "", *(_f(chance.get(k)) for k in keys),
+                 _f(chance.get("pck_avg")), ""]
+            )  # fmt: skip
+        lines += [
+            "",
+            "## Dense correspondence",
+            "",
+            "Nearest-pixel matching between consecutive frames of the test split (truth: "
+            + ("ground-truth flow" if first["truth"] == "flow" else "held-out point tracks")
+            + "): a query's match is the cosine-nearest cell of the next frame; PCK@t is the "
+            "fraction of queries matched within t px of the truth, EPE the mean error.",
+            "",
+            markdown_table(header, rows),
+        ]
+    segmentation = {
+        name: model["segmentation"] for name, model in dense.items() if "segmentation" in model
+    }
+    if segmentation:
+        header = ("embeddings", "mIoU", "fIoU", "pixel acc.", "train frames", "test frames")
+        rows = [
+            [name, _f(s["miou"]), _f(s["fiou"]), _f(s["pixel_accuracy"]),
+             str(s["train_frames"]), str(s["test_frames"])]
+            for name, s in segmentation.items()
+        ]  # fmt: skip
+        majority = next(iter(segmentation.values())).get("majority_miou")
+        if majority is not None:
+            rows.append(["most frequent class everywhere", _f(majority), "", "", "", ""])
+        lines += [
+            "",
+            "## Linear-probe segmentation",
+            "",
+            "A per-pixel linear classifier (1x1 convolution, logits upsampled) trained on the "
+            "frozen maps of the training frames against their category masks, scored on the "
+            "test frames (PiCo section 4.1).",
+            "",
+            markdown_table(header, rows),
+        ]
+    return lines
+
+
 def render_markdown(metrics: dict) -> str:
     lines = [f"# {metrics['experiment']}: benchmarks", ""]
     models = metrics["models"]
@@ -197,6 +266,8 @@ def render_markdown(metrics: dict) -> str:
                 [_paper_cells(name, row) for name, row in paper_rows(training).items()],
             ),
         ]
+    if metrics.get("dense"):
+        lines += dense_section(metrics["dense"])
     figures = metrics.get("figures", [])
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}](plots/{name})" for name in figures]

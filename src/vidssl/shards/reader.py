@@ -13,8 +13,8 @@ import importlib
 import json
 import random
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import BinaryIO
 
@@ -80,9 +80,13 @@ register_gopen_handlers()
 
 @dataclass(frozen=True)
 class ShardRef:
+    """One shard to read, with its manifest's size and CRC-32; `beside`: the shards of other
+    outputs that follow it (`read_split(beside=...)`), whose samples join its own by key."""
+
     url: str
     bytes: int
     crc32: int
+    beside: tuple[ShardRef, ...] = ()
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -137,9 +141,53 @@ def _integrity_problem(stream: PrefetchingReader, shard: ShardRef) -> str | None
     return None
 
 
+#: Fields of a companion sample that describe that sample itself and are not joined: the
+#: sample it joins keeps its own.
+UNJOINED_FIELDS = ("meta.json",)
+
+
+def joined_samples(shard: ShardRef) -> Iterator[dict]:
+    """`samples_from_shard(shard)`, each sample with the fields of the sample of the same key in
+    each of `shard.beside` (read whole first: they are small, e.g. point tracks), less
+    `UNJOINED_FIELDS`. A field the sample already has is never overwritten: a collision is a
+    ShardReadError naming both shards, and so is a companion sample whose key the shard lacks
+    (the shards do not follow)."""
+    companions = []
+    for companion in shard.beside:
+        by_key = {}
+        for sample in samples_from_shard(companion):
+            key = sample.pop("__key__")
+            sample.pop("__url__")
+            for name in UNJOINED_FIELDS:
+                sample.pop(name, None)
+            by_key[key] = sample
+        companions.append((companion.url, by_key))
+    seen: set[str] = set()
+    for sample in samples_from_shard(shard):
+        key = sample["__key__"]
+        seen.add(key)
+        for url, by_key in companions:
+            fields = by_key.get(key, {})
+            clash = sorted(set(fields) & set(sample))
+            if clash:
+                raise ShardReadError(
+                    f"{shard.url} and {url}: sample {key!r} has the field(s) {clash} in both; "
+                    "a companion output may only add fields"
+                )
+            sample.update(fields)
+        yield sample
+    for url, by_key in companions:
+        stray = sorted(set(by_key) - seen)
+        if stray:
+            raise ShardReadError(
+                f"{url} does not follow {shard.url}: it holds samples the shard lacks "
+                f"({len(stray)}, first {stray[0]!r})"
+            )
+
+
 def _expand_shards(shards: Iterable[ShardRef]) -> Iterator[dict]:
     for shard in shards:
-        yield from samples_from_shard(shard)
+        yield from joined_samples(shard) if shard.beside else samples_from_shard(shard)
 
 
 # -- shard sources and the pipeline ---------------------------------------------------------------
@@ -188,6 +236,42 @@ def shard_refs(store: ObjectStore, prefix: str, manifest: Manifest, split: str) 
     ]
 
 
+def followed_shard_refs(
+    store: ObjectStore, prefix: str, split: str, beside: Sequence[str]
+) -> list[ShardRef]:
+    """`prefix`'s shards of `split`, each with the shards of the outputs at `beside` (store
+    prefixes, or URLs of this store) that follow it one for one: shard i of their `split`
+    holds samples of shard i's keys only. A StoreError naming both outputs when a split's
+    shard counts differ, or a companion shard has more samples than the shard it follows."""
+    primary = read_manifest(store, prefix)
+    shards = shard_refs(store, prefix, primary, split)
+    counts = [entry.samples for entry in primary.splits[split].shards]
+    companions = []
+    for given in beside:
+        other = store.key_of(given.rstrip("/")) if "://" in given else given
+        manifest = read_manifest(store, other)
+        where = f"{store.url(other)} split {split!r} beside {store.url(prefix)}"
+        if split not in manifest.splits:
+            raise MissingSplitError(f"{where}: no such split; it has {sorted(manifest.splits)}")
+        refs = shard_refs(store, other, manifest, split)
+        if len(refs) != len(shards):
+            raise StoreError(
+                f"{where}: {len(refs)} shards for {len(shards)}; the outputs do not follow "
+                "each other one for one (tracks of other clips?)"
+            )
+        for i, entry in enumerate(manifest.splits[split].shards):
+            if entry.samples > counts[i]:
+                raise StoreError(
+                    f"{where}: shard {i} has {entry.samples} samples for {counts[i]}; the "
+                    "outputs do not follow each other one for one"
+                )
+        companions.append(refs)
+    return [
+        replace(shard, beside=tuple(refs[i] for refs in companions))
+        for i, shard in enumerate(shards)
+    ]
+
+
 def read_split(
     store: ObjectStore,
     prefix: str,
@@ -199,10 +283,18 @@ def read_split(
     seed: int = 0,
     split_by_node: bool = True,
     split_by_worker: bool = True,
+    beside: Sequence[str] = (),
 ) -> wds.DataPipeline:
-    """An iterable (and torch IterableDataset) over one split's samples: dicts of raw bytes."""
-    manifest = read_manifest(store, prefix)
-    shards = shard_refs(store, prefix, manifest, split)
+    """An iterable (and torch IterableDataset) over one split's samples: dicts of raw bytes.
+
+    `beside`: store prefixes (or URLs) of outputs whose `split` shards follow this one's one
+    for one (the flow stage's tracks beside its clips): each sample gets the fields of their
+    sample of the same key but its `meta.json`, when they have one (see `joined_samples`).
+    Shuffling, resampling and splitting move each shard together with its companions."""
+    if beside:
+        shards = followed_shard_refs(store, prefix, split, beside)
+    else:
+        shards = shard_refs(store, prefix, read_manifest(store, prefix), split)
     source = (
         _ResampledShardList(shards, seed) if resampled else _ShardList(shards, shuffle_shards, seed)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import tarfile
 import zlib
 from collections.abc import Mapping
@@ -136,9 +137,20 @@ class ShardWriter:
             self._current.add(member, data)
         self._current.samples += 1
 
-    def _flush(self) -> None:
+    def end_shard(self, *, keep_empty: bool = False) -> None:
+        """Close the shard being filled (the next sample starts a new one), e.g. so that this
+        split's shards follow another output's one for one. With `keep_empty`, a shard is
+        written even when no sample went into it since the last one ended (a valid, empty
+        archive), so the shard count stays that of the output followed."""
+        if self._closed:
+            raise RuntimeError(f"split {self.split!r}: end_shard after close")
+        if keep_empty and self._current is None:
+            self._current = _TarBuilder()
+        self._flush(keep_empty=keep_empty)
+
+    def _flush(self, keep_empty: bool = False) -> None:
         builder, self._current = self._current, None
-        if builder is None or builder.samples == 0:
+        if builder is None or (builder.samples == 0 and not keep_empty):
             return
         data = builder.finish()
         name = f"{self.split}/{SHARD_PATTERN % len(self.entries)}"
@@ -224,17 +236,29 @@ class OutputWriter:
         """The store key of this run's object `name` (stages writing files beside shards)."""
         return f"{self.prefix}/{self.relative(name)}"
 
-    def split(self, name: str) -> ShardWriter:
+    def split(self, name: str, *, unbounded: bool = False) -> ShardWriter:
+        """The writer of split `name`, created on first use. `unbounded` (on creation): its
+        shards are not closed by the sample and byte limits, only by `end_shard`: a split whose
+        shards follow another output's one for one."""
         if name not in self._splits:
             if not name or "/" in name or "." in name:
                 raise ValueError(f"split name {name!r} must be a plain word")
+            limits = dict(max_samples=sys.maxsize, max_bytes=sys.maxsize) if unbounded else {}
             self._splits[name] = ShardWriter(
-                self.store, self.prefix, name, shard_dir=self.objects_dir, **self._limits
+                self.store,
+                self.prefix,
+                name,
+                shard_dir=self.objects_dir,
+                **{**self._limits, **limits},
             )
         return self._splits[name]
 
     def write(self, split: str, sample: Mapping[str, SampleValue]) -> None:
         self.split(split).write(sample)
+
+    def end_shard(self, split: str, *, keep_empty: bool = False) -> None:
+        """`ShardWriter.end_shard` of split `split` (created if new)."""
+        self.split(split).end_shard(keep_empty=keep_empty)
 
     def skip(self, source: str, reason: str) -> None:
         self.skipped.append(SkippedInput(input=source, reason=reason))

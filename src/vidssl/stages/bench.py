@@ -4,7 +4,9 @@ Objectron data: zero-shot 9-DoF pose by nearest-neighbour box fitting (test quer
 train references, also with 10% / 1% of the training sequences), against two references-only
 baselines (a random training frame; a random training frame of the query's category),
 re-identification mAP and category accuracy over val + test. UCF101-style data (no boxes):
-video retrieval R@1/5/10/20. Output: `runs/<EXP>/<run-id>/metrics.json` and `report.md`.
+video retrieval R@1/5/10/20. Exports carrying per-pixel maps (dense models) are also scored
+on correspondence and linear-probe segmentation (`vidssl.stages.dense_bench`, under `dense` in
+the metrics). Output: `runs/<EXP>/<run-id>/metrics.json` and `report.md`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vidssl.evaluate.report import render_html, render_markdown, slug
 from vidssl.metrics import stage_report
 from vidssl.objectron.geometry import project_to_pixels
 from vidssl.shards import decode_json, read_manifest, read_split
+from vidssl.stages import dense_bench
 from vidssl.stages.base import store_for
 from vidssl.stages.inspect import new_run_id
 from vidssl.train.data import decode_rgb, object_crop
@@ -260,14 +263,18 @@ def run(
     run_id: str | None = None,
     clips_url: str | None = None,
     queries: str | None = None,
+    *,
+    tracks_url: str = "",
 ) -> dict:
     """Score every named export (e.g. {"nearby": url, "random": url}); returns the metrics.
-    With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames.
+    With `clips_url` (the clips the exports embedded), the report shows fitted boxes on frames
+    and dense exports get the dense benchmarks (`tracks_url`, the flow stage's output: its
+    tracks are the correspondence truth where the clips carry no ground-truth flow).
     Queries come from the test split (val where there is none); `queries="val"` scores on val
     instead, to choose configurations without looking at test (`vidssl.sweep`). Its summary
     goes to the Pushgateway (vidssl.metrics)."""
     with stage_report(experiment.name, "bench", run_id) as summary:
-        metrics = _score(experiment, exports, run_id, clips_url, queries)
+        metrics = _score(experiment, exports, run_id, clips_url, queries, tracks_url)
         summary.succeeded()
     return metrics
 
@@ -278,6 +285,7 @@ def _score(
     run_id: str | None,
     clips_url: str | None,
     queries: str | None,
+    tracks_url: str = "",
 ) -> dict:
     store = store_for(experiment)
     training = experiment.train
@@ -298,9 +306,13 @@ def _score(
     curves: dict = {}
     figures: dict[str, bytes] = {}
     examples: dict[str, QueryExamples] = {}
+    dense: dict[str, str] = {}
     for name, url in exports.items():
         prefix = store.key_of(url)
-        splits = read_manifest(store, prefix).splits
+        manifest = read_manifest(store, prefix)
+        splits = manifest.splits
+        if dense_bench.is_dense_export(manifest):
+            dense[name] = url
         query_split = queries or ("test" if "test" in splits else "val")  # folders: no test
         train, test = load_split(store, prefix, "train"), load_split(store, prefix, query_split)
         model: dict = {}
@@ -347,6 +359,13 @@ def _score(
                     figures[f"{kind}-{slug(name)}.png"] = figure
     if train is not None and train.records and "annotation" in train.records[0]:
         metrics["baselines"] = random_fit_baselines(train, test, experiment)
+    if dense and clips_url:
+        metrics["dense"], dense_figures = dense_bench.dense_benchmarks(
+            store, experiment, dense, clips_url, tracks_url, queries
+        )
+        figures.update(dense_figures)
+    elif dense:
+        log.warning("dense exports %s: no clips URL, so no dense benchmarks", sorted(dense))
     if curves:
         figures["precision-recall.png"] = plots.precision_recall(
             curves, "pose: nearest-neighbour fits ranked by similarity (hit: IoU > 0.5)"
@@ -366,7 +385,8 @@ def _score(
 
 def kfp_metrics(result: dict) -> dict[str, float]:
     """The headline numbers of `run`'s result as flat KFP metrics, each named after the first
-    word of its export's label (`nearby_3d_map`, `random_reid_map`, `imagenet_R@1`)."""
+    word of its export's label (`nearby_3d_map`, `random_reid_map`, `imagenet_R@1`; dense
+    exports: `pico_pck_avg`, `pico_epe`, `pico_miou`)."""
     flat: dict[str, float] = {}
     for name, model in result["models"].items():
         tag = name.split(" ")[0]
@@ -378,4 +398,10 @@ def kfp_metrics(result: dict) -> dict[str, float]:
             flat[f"{tag}_category_accuracy"] = model["category_accuracy"]
         for key, value in model.get("retrieval", {}).items():
             flat[f"{tag}_{key}"] = value
+    for name, scores in result.get("dense", {}).items():
+        tag = name.split(" ")[0]
+        for section, keys in (("correspondence", ("pck_avg", "epe")), ("segmentation", ("miou",))):
+            for key in keys:
+                if key in scores.get(section, {}):
+                    flat[f"{tag}_{key}"] = scores[section][key]
     return flat

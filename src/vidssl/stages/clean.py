@@ -3,7 +3,8 @@ a JSON report of what was dropped, per reason and category (in the manifest's de
 `report.json` in the output: the manifest's `report_file`).
 Training data (train, val) gets the seed paper's cleaning; the test split, whose frames are the
 pose queries, gets only the reference's query validity filter (`clean.test_queries`).
-Frame JPEGs are copied, never re-encoded."""
+Frame JPEGs are copied, never re-encoded; synthetic ground truth (vidssl.clips) moves with its
+frames, and a flow whose next frame was dropped is dropped with it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import logging
 from collections import Counter, defaultdict
 
-from vidssl.clips import frame_name
+from vidssl.clips import frame_name, renumber_ground_truth
 from vidssl.config import Experiment
 from vidssl.errors import InputError
 from vidssl.objectron.cleaning import (
@@ -92,6 +93,7 @@ def _keep_frames(
     cleaned = {"__key__": sample["__key__"], "meta.json": cleaned_meta}
     for position, i in enumerate(kept):
         cleaned[frame_name(position)] = sample[frame_name(i)]
+    cleaned.update(renumber_ground_truth(sample, kept))
     return cleaned, dropped
 
 

@@ -3,8 +3,11 @@ trains, and the exports the bench compares. The KFP pipeline (`pipelines/experim
 in-process runner (`vidssl.stages.prepare`) both walk it; neither compares source kinds.
 
     [synth ->] ingest -> [clean ->] inspect
-                                  -> train -> export ----------------> bench   (with `train:`)
+                                  -> [flow ->] train -> export -------> bench   (with `train:`)
                                   -> export-<baseline> (each one) --->
+
+The flow stage (point tracks of the clips) runs when the training sampler reads tracks
+(`train.sampler.needs_tracks`); its output goes to train and bench beside the clips.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ class ExportPlan:
 @dataclass(frozen=True)
 class StageGraph:
     """`data_stages` run in order, each reading the previous one's output; with `trains`, the
-    clips they leave are trained on, then every plan in `exports` embeds them for the bench."""
+    clips they leave are trained on, then every plan in `exports` embeds them for the bench.
+    With `tracks`, the flow stage tracks points through the clips first, for train and bench."""
 
     data_stages: tuple[str, ...]
     trains: bool
     exports: tuple[ExportPlan, ...]
+    tracks: bool = False
 
 
 def data_stages(experiment: Experiment) -> tuple[str, ...]:
@@ -60,9 +65,16 @@ def export_plans(experiment: Experiment) -> tuple[ExportPlan, ...]:
     return (ExportPlan(experiment.train.label()), *baselines)
 
 
+def needs_tracks(experiment: Experiment) -> bool:
+    """Whether the experiment trains with a sampler that reads the flow stage's tracks."""
+    train = experiment.train
+    return train is not None and bool(getattr(train.sampler, "needs_tracks", False))
+
+
 def stage_graph(experiment: Experiment) -> StageGraph:
     return StageGraph(
         data_stages=data_stages(experiment),
         trains=experiment.train is not None,
         exports=export_plans(experiment),
+        tracks=needs_tracks(experiment),
     )

@@ -1,6 +1,8 @@
 """Ingest: videos -> clip shards. One sample per video (or per clip of `clip_frames` kept
 frames): `meta.json` and one JPEG per kept frame (`f000.jpg`, ...), frames resampled to the
-experiment's rate. Objectron samples carry each kept frame's annotation.
+experiment's rate. Objectron samples carry each kept frame's annotation; synthetic Objectron
+samples of a source with `flow_step` also carry its ground-truth flow and category masks
+(vidssl.clips).
 
 One bad input never stops the others: a video that cannot be decoded, whose annotation is
 malformed or matches none of its frames, or that is too short for one clip, is logged with its
@@ -58,7 +60,11 @@ def _results(
     items: list[VideoItem], keys: dict[str, str], experiment: Experiment
 ) -> Iterator[VideoResult]:
     workers = min(experiment.ingest.workers or os.cpu_count() or 1, len(items))
-    tasks = [(item, experiment.dataset.name, experiment.ingest, keys[item.video]) for item in items]
+    flow_step = getattr(experiment.dataset.source, "flow_step", 0)
+    tasks = [
+        (item, experiment.dataset.name, experiment.ingest, keys[item.video], flow_step)
+        for item in items
+    ]
     use_one_thread()
     if workers <= 1:
         yield from map(ingest_star, tasks)

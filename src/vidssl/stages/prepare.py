@@ -1,14 +1,15 @@
 """The clips an experiment trains on, its data stages run in this process in the order the
 stage graph gives ([synth ->] ingest -> [clean], `vidssl.stages.graph`), as the pipeline's data
-tasks run them (for benchmarks and tests that need the data without the pipeline runner)."""
+tasks run them (for benchmarks and tests that need the data without the pipeline runner), and
+the point tracks through them (the flow stage) for samplers that read tracks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from vidssl.config import Experiment
-from vidssl.stages import clean, ingest, synth
-from vidssl.stages.graph import data_stages
+from vidssl.stages import clean, flow, ingest, synth
+from vidssl.stages.graph import data_stages, needs_tracks
 
 #: How to run each data stage here: (experiment, the previous stage's URL or None) -> its URL.
 IN_PROCESS: dict[str, Callable[[Experiment, str | None], str]] = {
@@ -24,3 +25,14 @@ def prepared_clips(experiment: Experiment) -> str:
     for stage in data_stages(experiment):
         url = IN_PROCESS[stage](experiment, url)
     return url
+
+
+def prepared_tracks(experiment: Experiment, clips_url: str) -> str:
+    """URL of the flow stage's tracks of `clips_url` (run here, cached by its digest)."""
+    return flow.run(experiment, clips_url).url
+
+
+def training_tracks(experiment: Experiment, clips_url: str) -> str:
+    """The tracks URL training on `clips_url` reads: the flow stage's output when the sampler
+    needs tracks, else "" (as the pipeline passes it to the train task)."""
+    return prepared_tracks(experiment, clips_url) if needs_tracks(experiment) else ""

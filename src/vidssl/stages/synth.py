@@ -28,6 +28,7 @@ def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
         categories=tuple(source.categories),
         test_fraction=source.test_fraction,
         textures=source.textures,
+        flow_step=source.flow_step,
         workers=workers,
     )
 

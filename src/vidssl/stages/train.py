@@ -2,7 +2,11 @@
 writes checkpoints under `.../train/<digest>/attempts/<id>/`, then `final.pt` (the encoder) and
 `metrics.json` there, then the output's manifest. Unlike the data stages, an unfinished attempt
 is not thrown away at once: a re-run resumes from the newest checkpoint a dead attempt left
-(`--force` starts over)."""
+(`--force` starts over).
+
+A sampler that learns from point tracks (`train.sampler.needs_tracks`: PiCo's pixel pairs) reads
+them from the flow stage's output (`tracks_url`), beside the clips; the tracks' digest then
+joins the training's inputs. Without `tracks_url` the inputs are the clips alone, as always."""
 
 from __future__ import annotations
 
@@ -97,17 +101,20 @@ def run(
     experiment: Experiment,
     clips_url: str,
     *,
+    tracks_url: str = "",
     force: bool = False,
     stop_after_step: int | None = None,
 ) -> TrainOutput:
     """Train, or resume the newest checkpoint a dead run of the same output left (not with
     `force`). Safe beside another run of the same training (vidssl.shards.attempts): each
-    checkpoints under its own attempt folder and the first to finish publishes."""
+    checkpoints under its own attempt folder and the first to finish publishes. `tracks_url`:
+    the flow stage's tracks of these clips (required when the sampler reads tracks)."""
     cfg = trained(experiment)
     store = store_for(experiment)
     clips_prefix, clips = input_manifest(store, clips_url)
     if "train" not in clips.splits:
         raise InputError(f"{clips_url}: no train split to train on")
+    tracks_prefix, inputs = _inputs(store, cfg, clips_url, clips_prefix, clips, tracks_url)
     fields = _digest_fields(cfg)
 
     def produce(attempt: Attempt, digest: str) -> Manifest | None:
@@ -124,6 +131,7 @@ def run(
             job=f"vidssl-train-{experiment.name}",
             experiment=experiment.name,
             resume_from=None if force else _resume_point(store, prefix, attempt.id),
+            tracks_prefix=tracks_prefix,
         )
         result = trainer.fit(stop_after_step)
         if result.steps < trainer.total_steps or not trainer.distributed.main:
@@ -134,6 +142,7 @@ def run(
             "encoder": trainer.encoder().state_dict(),
             "train": cfg.model_dump(mode="json"),
             "package_version": __version__,
+            **_dense_identity(trainer.encoder()),
         }
         store.put(model_key, state_bytes(final))
         store.put_text(f"{attempt.prefix}/metrics.json", json.dumps(result.history, indent=2))
@@ -146,7 +155,7 @@ def run(
             digest=digest,
             dataset=experiment.dataset.name,
             config=fields,
-            inputs=[clips.digest],
+            inputs=inputs,
             package_version=__version__,
             attempt=attempt.id,
             details={
@@ -157,38 +166,87 @@ def run(
         )
 
     output = run_in_attempt(
-        store, SPEC, experiment, fields, [clips.digest], produce, force=force, resumable=True
+        store, SPEC, experiment, fields, inputs, produce, force=force, resumable=True
     )
     if output is None:  # stopped early (stop_after_step), or not the main DDP rank
-        digest = stage_digest(SPEC.name, SPEC.version, fields, [clips.digest])
+        digest = stage_digest(SPEC.name, SPEC.version, fields, inputs)
         return TrainOutput(
             store.url(SPEC.output_prefix(experiment.dataset.name, digest)), None, False
         )
     return TrainOutput(output.url, output.manifest, output.cached)
 
 
-def published(experiment: Experiment, clips_url: str) -> TrainOutput | None:
-    """The published output of this training on these clips, or None: a look-up that never
-    trains (a pod that launched the training elsewhere, under torchrun or as a TrainJob)."""
+def published(
+    experiment: Experiment, clips_url: str, *, tracks_url: str = ""
+) -> TrainOutput | None:
+    """The published output of this training on these clips (and tracks), or None: a look-up
+    that never trains (a pod that launched the training elsewhere, under torchrun or as a
+    TrainJob)."""
+    cfg = trained(experiment)
     store = store_for(experiment)
-    _, clips = input_manifest(store, clips_url)
-    digest = stage_digest(SPEC.name, SPEC.version, _digest_fields(trained(experiment)),
-                          [clips.digest])  # fmt: skip
+    clips_prefix, clips = input_manifest(store, clips_url)
+    _, inputs = _inputs(store, cfg, clips_url, clips_prefix, clips, tracks_url)
+    digest = stage_digest(SPEC.name, SPEC.version, _digest_fields(cfg), inputs)
     prefix = SPEC.output_prefix(experiment.dataset.name, digest)
     manifest = find_manifest(store, prefix)
     return None if manifest is None else TrainOutput(store.url(prefix), manifest, True)
+
+
+def _inputs(
+    store: ObjectStore,
+    cfg: TrainConfig,
+    clips_url: str,
+    clips_prefix: str,
+    clips: Manifest,
+    tracks_url: str,
+) -> tuple[str | None, list[str]]:
+    """(the tracks' prefix or None, the training's input digests): the clips', then the
+    tracks' when `tracks_url` is given. A sampler that reads tracks without them, or tracks
+    that follow other clips, is an InputError."""
+    if not tracks_url:
+        if getattr(cfg.sampler, "needs_tracks", False):
+            raise InputError(
+                f"train.sampler {cfg.sampler.kind} (correspondence "
+                f"{cfg.sampler.correspondence}, view_frames {cfg.sampler.view_frames}) learns "
+                "from point tracks: give the flow stage's output of these clips as the tracks "
+                "URL (`vidssl train --tracks URL`), or use correspondence static_frame or "
+                "static_video with view_frames random"
+            )
+        return None, [clips.digest]
+    tracks_prefix, tracks = input_manifest(store, tracks_url)
+    follows = tracks.details.get("follows")
+    if follows and follows.rstrip("/") != store.url(clips_prefix):
+        raise InputError(f"{tracks_url}: these tracks follow the clips {follows}, not {clips_url}")
+    if "train" not in tracks.splits:
+        raise InputError(f"{tracks_url}: no train split of tracks to train on")
+    return tracks_prefix, [clips.digest, tracks.digest]
 
 
 def _digest_fields(cfg: TrainConfig) -> dict:
     return {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
 
 
+def _dense_identity(encoder: torch.nn.Module) -> dict:
+    """What `load_encoder` needs to rebuild a dense encoder (PiCo's): `dense` with its
+    widths (DenseEncoder's keyword arguments); nothing for a plain backbone (its final.pt stays
+    as it was)."""
+    from vidssl.train.dense import DenseEncoder
+
+    if not isinstance(encoder, DenseEncoder):
+        return {}
+    return {"dense": dict(encoder.widths)}
+
+
 def load_encoder(store: ObjectStore, model_url: str) -> tuple[torch.nn.Module, dict]:
-    """The trained encoder saved by this stage, and the train config it was trained with.
-    Loaded as weights only: a file that would need unpickling code is refused."""
+    """The trained encoder saved by this stage, and the train config it was trained with:
+    the backbone, or the dense encoder (ResNet + FPN + semantic branch) a final.pt with `dense`
+    holds. Loaded as weights only: a file that would need unpickling code is refused."""
     from vidssl.train.backbones import build_backbone
+    from vidssl.train.dense import DenseEncoder
 
     state = load_state(store.get(store.key_of(model_url)), model_url)
     encoder, _ = build_backbone(state["backbone"])
+    if "dense" in state:
+        encoder = DenseEncoder(encoder, **state["dense"])
     encoder.load_state_dict(state["encoder"])
     return encoder, state["train"]

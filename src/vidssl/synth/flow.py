@@ -32,6 +32,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -39,6 +40,8 @@ from vidssl.objectron.geometry import camera_to_pixels, world_to_camera
 from vidssl.synth.render import GROUND, OBJECT, WALL, Camera, SurfaceMap
 from vidssl.synth.shapes import CATEGORIES, Face
 
+#: The dataset folder of the ground-truth files (`flow_file_key`).
+FLOW_FOLDER = "flow"
 #: Relative depth difference under which the surface frame b shows is the point itself.
 DEPTH_TOLERANCE = 0.005
 
@@ -174,22 +177,38 @@ def ground_slip(a: FrameGeometry, b: FrameGeometry) -> np.ndarray:
     return np.where(a.surfaces.kind == GROUND, gap.reshape(height, width), np.nan)
 
 
-def resize_flow(
-    flow: np.ndarray, valid: np.ndarray, width: int, height: int
+def nearest_source_pixels(
+    source_width: int, source_height: int, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth for the frames resized to `width` x `height` (as ingest's `resize_short`
-    does): each new pixel takes the flow and validity of the source pixel nearest to its centre
-    (no blending across motion boundaries), the flow scaled to the new pixels. Exact where the
-    flow is constant over a source pixel; elsewhere off by at most the flow's change over half
-    a source pixel."""
-    source_height, source_width = valid.shape
+    """(rows (height,), columns (width,)) int64: for each pixel of a `source_width` x
+    `source_height` image resized to `width` x `height`, the source pixel whose centre is
+    nearest to its centre (a tie, as at an exact 2x reduction, goes to the even one)."""
     scale = np.array([width / source_width, height / source_height], np.float32)
     columns = (np.arange(width) + 0.5) / scale[0] - 0.5
     rows = (np.arange(height) + 0.5) / scale[1] - 0.5
     columns = np.clip(np.round(columns), 0, source_width - 1).astype(np.int64)
     rows = np.clip(np.round(rows), 0, source_height - 1).astype(np.int64)
-    picked = np.ix_(rows, columns)
-    return flow[picked] * scale, valid[picked]
+    return rows, columns
+
+
+def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` ((H, W, ...), any dtype: masks, labels) resized to `width` x `height` by taking
+    the source pixel nearest to each new pixel's centre (values are never blended)."""
+    rows, columns = nearest_source_pixels(image.shape[1], image.shape[0], width, height)
+    return image[np.ix_(rows, columns)]
+
+
+def resize_flow(
+    flow: np.ndarray, valid: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth for the frames resized to `width` x `height` (as ingest's `resize_short`
+    does): each new pixel takes the flow and validity of the source pixel nearest to its centre
+    (`resize_nearest`: no blending across motion boundaries), the flow scaled to the new pixels.
+    Exact where the flow is constant over a source pixel; elsewhere off by at most the flow's
+    change over half a source pixel."""
+    source_height, source_width = valid.shape
+    scale = np.array([width / source_width, height / source_height], np.float32)
+    return resize_nearest(flow, width, height) * scale, resize_nearest(valid, width, height)
 
 
 def category_mask(surfaces: SurfaceMap, category: str) -> np.ndarray:
@@ -207,6 +226,11 @@ def frame_pairs(frames: int, step: int) -> np.ndarray:
         raise ValueError(f"flow_step must be positive, got {step}")
     pairs = [(t, t + step) for t in range(0, frames - step, step)]
     return np.array(pairs, np.int32).reshape(-1, 2)
+
+
+def flow_file_key(sequence_id: str) -> str:
+    """Where a video's ground truth lies in the dataset, relative to its root."""
+    return f"{FLOW_FOLDER}/{sequence_id}.npz"
 
 
 def write_flow_file(
@@ -241,8 +265,9 @@ def write_flow_file(
             archive.writestr(info, buffer.getvalue())
 
 
-def read_flow_file(path: str | Path) -> dict[str, np.ndarray]:
-    """`write_flow_file`'s arrays, with `valid` unpacked to (P, H, W) bool."""
+def read_flow_file(path: str | Path | BinaryIO) -> dict[str, np.ndarray]:
+    """`write_flow_file`'s arrays (from a path or an open binary file), with `valid` unpacked
+    to (P, H, W) bool."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     width = arrays["flow"].shape[2]

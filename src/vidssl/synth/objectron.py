@@ -36,7 +36,7 @@ from vidssl.objectron.geometry import (
 )
 from vidssl.objectron.schema import annotation_data_pb2, object_pb2
 from vidssl.progress import track
-from vidssl.synth.flow import FrameGeometry, write_flow_file
+from vidssl.synth.flow import FrameGeometry, flow_file_key, write_flow_file
 from vidssl.synth.render import Camera, Lighting, SurfaceMap, render
 from vidssl.synth.shapes import (
     CATEGORIES,
@@ -339,7 +339,7 @@ def render_video(spec: SynthSpec, category: str, index: int, out: Path) -> Video
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(mask_path, np.stack(masks), allow_pickle=False)
     if spec.flow_step:
-        flow_path = out / "flow" / f"{sid}.npz"
+        flow_path = out / flow_file_key(sid)
         flow_path.parent.mkdir(parents=True, exist_ok=True)
         write_flow_file(flow_path, geometries, category, spec.flow_step)
     return truth

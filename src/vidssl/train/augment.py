@@ -94,6 +94,13 @@ def view_transform(preset: Preset, size: int) -> v2.Compose:
     return v2.Compose([*geometry, *_pixel_ops(size), *flips])
 
 
+def pixel_transform(size: int) -> v2.Compose:
+    """The pixel operations alone (PX without its resize), for views whose geometry is already
+    done and must not change (PiCo's point views): uint8 CHW in, uint8 CHW out, same size;
+    `size` sets the blur kernel."""
+    return v2.Compose(_pixel_ops(size))
+
+
 def eval_transform(size: int) -> v2.Resize:
     """Deterministic: resize the (already cropped) view; uint8 in, uint8 out."""
     return v2.Resize((size, size), antialias=True)

@@ -9,6 +9,11 @@ where it stopped and continue exactly as an uninterrupted one would. By default
 consecutive pair) and an epoch holds as many examples as the training split has, as the
 reference's loader: each is then visited once per epoch on average (the stream resamples clips,
 so not exactly).
+
+A sampler that builds whole examples (`Sampler.builds_examples`: PiCo's point pairs) gets each
+clip sample (with its tracks merged in when the trainer has the flow stage's tracks:
+`read_split(..., beside=[tracks_prefix])`) and returns the example's tensors itself; this code
+then only draws `examples_per_clip` of them per clip visit and skips the clips that give none.
 """
 
 from __future__ import annotations
@@ -77,10 +82,26 @@ def view_images(
 class TrainingExamples(IterableDataset):
     """Endless seeded stream of examples (view name -> uint8 tensor) for one epoch."""
 
-    def __init__(self, store_uri: str, prefix: str, cfg: TrainConfig, epoch: int, rank: int = 0):
+    def __init__(
+        self,
+        store_uri: str,
+        prefix: str,
+        cfg: TrainConfig,
+        epoch: int,
+        rank: int = 0,
+        tracks_prefix: str | None = None,
+    ):
+        """Clips under `prefix`; their tracks (the flow stage's output) under `tracks_prefix`,
+        read beside them, when given."""
         self.store_uri, self.prefix, self.cfg = store_uri, prefix, cfg
-        self.epoch, self.rank = epoch, rank
+        self.epoch, self.rank, self.tracks_prefix = epoch, rank, tracks_prefix
         self.sampler: Sampler = build_sampler(cfg.sampler)
+        if getattr(cfg.sampler, "needs_tracks", False) and not tracks_prefix:
+            raise ValueError(
+                f"train.sampler {cfg.sampler.kind} reads point tracks (correspondence "
+                f"{cfg.sampler.correspondence}, view_frames {cfg.sampler.view_frames}): give "
+                "the flow stage's tracks of the clips"
+            )
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.cfg
@@ -89,7 +110,6 @@ class TrainingExamples(IterableDataset):
         stream_seed = ((cfg.seed * 1000 + self.epoch) * 100 + self.rank) * 100 + worker
         rng = random.Random(stream_seed)
         generator = torch.Generator().manual_seed(stream_seed)
-        transform = view_transform(cfg.augmentation, cfg.image_size)
         clips = read_split(
             open_store(self.store_uri),
             self.prefix,
@@ -97,13 +117,31 @@ class TrainingExamples(IterableDataset):
             resampled=True,
             shuffle_buffer=cfg.shuffle_buffer,
             seed=stream_seed,
+            beside=[self.tracks_prefix] if self.tracks_prefix else [],
         )
+        if self.sampler.builds_examples:
+            yield from self._built_examples(clips, rng, generator)
+            return
+        transform = view_transform(cfg.augmentation, cfg.image_size)
         for sample, meta, positions in self._shuffled_examples(clips, rng):
             images = view_images(sample, meta, positions, cfg.views_from)
             views = flip_views([to_tensor(image) for image in images], generator)
             yield {
                 name: transform(view) for name, view in zip(self.sampler.views, views, strict=True)
             }
+
+    def _built_examples(
+        self, clips, rng: random.Random, generator: torch.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
+        """`examples_per_clip` examples the sampler builds from each clip visit."""
+        for sample in clips:
+            meta = decode_json(sample)
+            if meta["num_frames"] < self.sampler.min_frames:
+                continue
+            for _ in range(self.cfg.sampler.examples_per_clip):
+                example = self.sampler.example(sample, meta, rng, generator, self.cfg)
+                if example is not None:
+                    yield example
 
     def _shuffled_examples(self, clips, rng: random.Random) -> Iterator[tuple]:  # type: ignore[no-untyped-def]
         """(sample, meta, frame positions) of each example. With `examples_per_clip: all` a

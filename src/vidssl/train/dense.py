@@ -99,17 +99,30 @@ class SemanticBranch(nn.Module):
 
 
 class DenseEncoder(nn.Module):
-    """ResNet body -> FPN P2..P5 (256 ch) -> semantic branch: (N, 3, H, W) ->
-    (N, embedding_dim, ceil(H/4), ceil(W/4)). `frozen_body`: the ResNet is not trained."""
+    """ResNet body -> FPN P2..P5 (`fpn_channels`, 256 in the paper) -> semantic branch
+    (`branch_channels`, 128): (N, 3, H, W) -> (N, embedding_dim, ceil(H/4), ceil(W/4)).
+    `frozen_body`: the ResNet is not trained."""
 
-    def __init__(self, resnet: ResNet, embedding_dim: int = 128, frozen_body: bool = False) -> None:
+    def __init__(
+        self,
+        resnet: ResNet,
+        embedding_dim: int = 128,
+        frozen_body: bool = False,
+        fpn_channels: int = FPN_CHANNELS,
+        branch_channels: int = BRANCH_CHANNELS,
+    ) -> None:
         super().__init__()
         layers = ("layer1", "layer2", "layer3", "layer4")
         self.body = IntermediateLayerGetter(resnet, dict(zip(layers, _LEVELS, strict=True)))
         channels = [_last_channels(getattr(resnet, name)) for name in layers]
-        self.fpn = FeaturePyramidNetwork(channels, FPN_CHANNELS)
-        self.semantic = SemanticBranch(FPN_CHANNELS, BRANCH_CHANNELS, embedding_dim)
+        self.fpn = FeaturePyramidNetwork(channels, fpn_channels)
+        self.semantic = SemanticBranch(fpn_channels, branch_channels, embedding_dim)
         self.embedding_dim = embedding_dim
+        self.widths = {
+            "embedding_dim": embedding_dim,
+            "fpn_channels": fpn_channels,
+            "branch_channels": branch_channels,
+        }
         self.frozen_body = frozen_body
         if frozen_body:
             self.body.requires_grad_(False)
@@ -122,7 +135,7 @@ class DenseEncoder(nn.Module):
         return self
 
     def pyramid(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        """P2..P5 (finest first), each FPN_CHANNELS wide."""
+        """P2..P5 (finest first), each `fpn_channels` wide."""
         if self.frozen_body:
             with torch.no_grad():
                 features = self.body(images)

@@ -35,6 +35,17 @@ def frame_record(meta: dict, position: int) -> dict:
     return record
 
 
+def global_features(features: torch.Tensor) -> torch.Tensor:
+    """An encoder's output as one vector per image: (N, D) as is; a dense encoder's feature map
+    (N, D, h, w) averaged over its cells (global average pooling)."""
+    if features.ndim == 4:
+        return features.mean(dim=(2, 3))
+    if features.ndim != 2:
+        raise ValueError(f"an encoder gave features of shape {tuple(features.shape)}: "
+                         "expected (N, D) or a map (N, D, h, w)")  # fmt: skip
+    return features
+
+
 def _batches(store, prefix, split, views_from, size, batch_size, limit):  # type: ignore[no-untyped-def]
     images, records, count = [], [], 0
     for sample in read_split(store, prefix, split, split_by_node=False, split_by_worker=False):
@@ -67,13 +78,14 @@ def embed_split(
     device: torch.device | None = None,
     limit: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, list[tuple[str, dict]]]]:
-    """Batches of (L2-normalised float32 embeddings on CPU, [(clip key, frame record)])."""
+    """Batches of (L2-normalised float32 embeddings on CPU, [(clip key, frame record)]); a
+    dense encoder's maps are pooled to one vector per frame first (`global_features`)."""
     was_training = encoder.training
     encoder.eval()
     device = device or next(encoder.parameters()).device
     try:
         for images, records in _batches(store, prefix, split, views_from, size, batch_size, limit):
-            features = encoder(normalize(images.to(device)))
+            features = global_features(encoder(normalize(images.to(device))))
             yield F.normalize(features.float(), dim=-1).cpu(), records
     finally:
         encoder.train(was_training)

@@ -101,13 +101,16 @@ class Trainer:
         device: torch.device | None = None,
         resume_from: str | None = None,
         experiment: str = "unnamed",
+        tracks_prefix: str | None = None,
     ) -> None:
         """Checkpoints go under `output_prefix`; training resumes from the checkpoint at key
         `resume_from` (another run's), else from `output_prefix`'s latest, if any. Metrics are
-        labelled with `experiment` and pushed under `job`."""
+        labelled with `experiment` and pushed under `job`. `tracks_prefix`: the flow stage's
+        tracks of the clips, read beside them (samplers that learn from tracks)."""
         self.cfg, self.store, self.prefix = cfg, store, output_prefix
         self.resume_from = resume_from
         self.store_uri, self.clips_prefix = store_uri, clips_prefix
+        self.tracks_prefix = tracks_prefix
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = cfg.epochs * steps_per_epoch
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,7 +177,12 @@ class Trainer:
     def loader(self, epoch: int) -> DataLoader:
         torch.manual_seed(self.cfg.seed * 1000 + epoch)  # in-process augmentation draws
         dataset = TrainingExamples(
-            self.store_uri, self.clips_prefix, self.cfg, epoch, self.distributed.rank
+            self.store_uri,
+            self.clips_prefix,
+            self.cfg,
+            epoch,
+            self.distributed.rank,
+            tracks_prefix=self.tracks_prefix,
         )
         return DataLoader(
             dataset,
@@ -201,13 +209,7 @@ class Trainer:
         lr = learning_rate(cfg, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = peak_learning_rate(cfg) if group["fix_lr"] else lr
-        memory = torch.channels_last if cfg.channels_last and self.device.type == "cuda" else None
-        batch = {
-            name: normalize(view.to(self.device, non_blocking=True)).contiguous(
-                memory_format=memory or torch.contiguous_format
-            )
-            for name, view in batch.items()
-        }
+        batch = {name: self._on_device(tensor) for name, tensor in batch.items()}
         use_amp = cfg.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             terms, projections = self.forward_model(batch)
@@ -222,6 +224,18 @@ class Trainer:
         self.step += 1
         self.model.after_optimizer_step(self.step, self.total_steps)
         return values, collapse_std(projections)
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the model's device: uint8 images (..., 3, H, W) normalised to
+        float (augment.normalize), 4-D float images channels_last when the config asks for it
+        on GPU; anything else (points, indices, masks) only moved."""
+        tensor = tensor.to(self.device, non_blocking=True)
+        if tensor.dtype != torch.uint8:
+            return tensor
+        images = normalize(tensor)
+        if images.ndim == 4 and self.cfg.channels_last and self.device.type == "cuda":
+            return images.contiguous(memory_format=torch.channels_last)
+        return images.contiguous()
 
     def _log_progress(self, epoch: int, losses: dict[str, float], std: float, rate: float) -> None:
         eta = format_eta((self.total_steps - self.step) * self.cfg.batch_size / max(rate, 1e-9))
@@ -316,7 +330,7 @@ class Trainer:
 
         def embed(split: str, limit: int | None) -> tuple[torch.Tensor, list[str]]:
             features, labels = [], []
-            for batch, records in embed_split(
+            for batch, records in embed_split(  # a dense encoder's map: pooled there
                 self.encoder(), self.store, self.clips_prefix, split,
                 views_from=self.cfg.views_from, size=self.cfg.image_size, limit=limit,
             ):  # fmt: skip

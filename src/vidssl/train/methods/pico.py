@@ -87,7 +87,13 @@ def fixed_count(
 @register_method("pico")
 class PiCo(Method):
     def __init__(self, cfg, encoder: nn.Module, feature_dim: int) -> None:  # type: ignore[no-untyped-def]
-        dense = DenseEncoder(encoder, cfg.embedding_dim, frozen_body=cfg.freeze_encoder)
+        dense = DenseEncoder(
+            encoder,
+            cfg.embedding_dim,
+            frozen_body=cfg.freeze_encoder,
+            fpn_channels=cfg.fpn_channels,
+            branch_channels=cfg.branch_channels,
+        )
         if cfg.encoder_checkpoint:
             load_body_weights(dense, cfg.encoder_checkpoint)
         super().__init__(cfg, dense, cfg.embedding_dim)

@@ -6,6 +6,10 @@ per example of an epoch's visit, as the reference's loaders enumerate them), how
 frames of one example (`positions`), and how many examples an epoch has. The data code
 (vidssl.train.data) crops, flips and augments the frames and hands the method a dict of
 tensors named by `views`.
+
+A sampler whose examples are more than frames (PiCo's point pairs: `pixel_pairs`) sets
+`builds_examples` and builds each whole example itself (`example`); the data code then draws
+`examples_per_clip` of them per clip visit and only batches them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import pkgutil
 import random
 from collections.abc import Callable, Iterator
 
+import torch
+
 _SAMPLERS: dict[str, type[Sampler]] = {}
 
 
 class Sampler:
     """Base class; `cfg` is the `train.sampler` section (read by attribute: samplers import
     nothing from vidssl.config), `views` the names of its frames, from the config class."""
+
+    #: Whether `example` builds whole examples (the data code then neither crops nor
+    #: augments); `positions` and `anchors` are then unused.
+    builds_examples: bool = False
 
     def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
         self.cfg = cfg
@@ -40,6 +50,19 @@ class Sampler:
     def positions(self, num_frames: int, rng: random.Random, anchor: int | None) -> list[int]:
         """The frames (positions in the clip) of one example, one per view; from a random
         anchor when none is given."""
+        raise NotImplementedError
+
+    def example(
+        self,
+        sample: dict,
+        meta: dict,
+        rng: random.Random,
+        generator: torch.Generator,
+        train,  # type: ignore[no-untyped-def]
+    ) -> dict[str, torch.Tensor] | None:
+        """Samplers with `builds_examples`: one whole example of the clip `sample` (its decoded
+        `meta`; `train` the `train:` section), named tensors as the method reads them, drawn
+        from `rng` and `generator`; None when this clip cannot give one."""
         raise NotImplementedError
 
     def examples_per_epoch(self, frames: int, clips: int) -> int:
