@@ -400,3 +400,35 @@ def test_dense_manifest_detection(dense_setup):  # type: ignore[no-untyped-def]
 
     assert is_dense_export(read_manifest(store, store.key_of(url)))
     assert frame_key("clip_c000_f012") == ("clip_c000", 12)
+
+
+def test_clip_fraction_is_a_stable_share_of_the_keys():  # type: ignore[no-untyped-def]
+    from vidssl.clips import in_clip_fraction
+
+    keys = [f"clip{index:05d}" for index in range(4000)]
+    chosen = [key for key in keys if in_clip_fraction(key, 0.25)]
+    assert abs(len(chosen) / len(keys) - 0.25) < 0.03
+    assert chosen == [key for key in keys if in_clip_fraction(key, 0.25)]  # every run the same
+    assert set(chosen) <= {key for key in keys if in_clip_fraction(key, 0.5)}  # nested
+    assert all(in_clip_fraction(key, 1.0) for key in keys)
+
+
+def test_dense_maps_only_for_the_clip_fraction_and_the_bench_reads_those(make_experiment):  # type: ignore[no-untyped-def]
+    from vidssl.clips import in_clip_fraction
+
+    # 0.35 keeps te0 and tr0, tr1 (key hashes 0.19, 0.34, 0.12) and leaves te1, tr2 (0.37, 0.51)
+    experiment = _pico(make_experiment, export={"dense_clip_fraction": 0.35})
+    store = store_for(experiment)
+    clips_url = write_clips(store, _scenes(), "datasets/dense/clean/gt")
+    output = export.run(experiment, clips_url, baseline="random")
+    assert output.manifest.config["dense"]["clip_fraction"] == 0.35
+    prefix = store.key_of(output.url)
+    samples = list(read_split(store, prefix, "test", split_by_node=False, split_by_worker=False))
+    assert len(samples) == len(CLIPS["test"]) * len(OFFSETS)  # every frame: its pooled embedding
+    with_maps = {s["__key__"].rpartition("_f")[0] for s in samples if "dense.npy" in s}
+    assert with_maps == {key for key in CLIPS["test"] if in_clip_fraction(key, 0.35)} == {"te0"}
+    # the truth and the probe read the clips with maps only (a missing map would be an error)
+    result = bench.run(experiment, {"random": output.url}, run_id="fraction", clips_url=clips_url)
+    scored = result["dense"]["random"]
+    assert scored["correspondence"]["queries"] > 0
+    assert scored["segmentation"]["test_frames"] == len(OFFSETS)

@@ -500,3 +500,13 @@ def use_one_thread() -> None:
 
 def ingest_star(args: tuple) -> VideoResult:
     return ingest_video(*args)
+
+
+def in_clip_fraction(clip_key: str, fraction: float) -> bool:
+    """Whether a clip belongs to a `fraction` of all clips chosen by a stable hash of its key
+    (the same clips every run and in every stage: export writes dense maps of these, the dense
+    bench reads its truth from them)."""
+    if fraction >= 1:
+        return True
+    digest = hashlib.sha256(clip_key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -540,8 +540,11 @@ class TrainConfig(Strict):
         return self
 
     def label(self) -> str:
-        """How reports name the trained model: `nearby (ntxent)`, `temporal (moco)`."""
-        return f"{getattr(self.sampler, 'pairing', self.sampler.kind)} ({self.method.kind})"
+        """How reports name the trained model: `nearby (ntxent)`, `temporal (moco)`,
+        `tracks (pico)`: the sampler's variant (a pairing, a correspondence) or its kind."""
+        sampler = self.sampler
+        variant = getattr(sampler, "pairing", None) or getattr(sampler, "correspondence", None)
+        return f"{variant or sampler.kind} ({self.method.kind})"
 
 
 def _register(classes: list[type[Strict]], cls: type[Strict], key: str) -> None:
@@ -568,6 +571,14 @@ class ExportConfig(Strict):
     baselines: list[Literal["random", "imagenet"]] = Field(default_factory=lambda: ["random"])
     imagenet_weights: str | None = Field(None, description="local file for the imagenet baseline")
     batch_size: int = Field(256, gt=0)
+    dense_clip_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="dense models: the share of clips (a stable hash of the clip key) whose "
+        "frames also get per-pixel maps (every frame gets its pooled embedding); below 1 for "
+        "large datasets, where maps of every frame would not fit the store",
+    )
 
 
 class DenseBenchConfig(Strict):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidssl.clips import frame_name
+from vidssl.clips import frame_name, in_clip_fraction
 from vidssl.config import DenseBenchConfig, Experiment
 from vidssl.errors import InputError
 from vidssl.evaluate import plots
@@ -93,9 +93,10 @@ def _spread(candidates: list[int], count: int) -> list[int]:
     return [candidates[i] for i in picks]
 
 
-def _per_clip(manifest: Manifest, split: str, limit: int) -> int:
+def _per_clip(manifest: Manifest, split: str, limit: int, fraction: float = 1.0) -> int:
+    """Items to take per clip to spread `limit` over the split's clips (of `fraction`)."""
     clips = manifest.splits[split].samples if split in manifest.splits else 0
-    return max(1, math.ceil(limit / max(clips, 1)))
+    return max(1, math.ceil(limit / max(clips * fraction, 1)))
 
 
 def _clips(store: ObjectStore, prefix: str, split: str, beside: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -194,11 +195,12 @@ def read_correspondence_truth(
     split: str,
     cfg: DenseBenchConfig,
     tracks_prefix: str = "",
+    clip_fraction: float = 1.0,
 ) -> CorrespondenceTruth:
     """Up to `cfg.max_pairs` frame pairs of `split` with their truth: ground-truth flow where
     the clips carry it, else the tracks of `tracks_prefix` (the flow stage's output) when it
     has the split; and for the figures the frames of the first pair of each of the first
-    `cfg.figures` clips."""
+    `cfg.figures` clips. Only clips in `clip_fraction` (those the export wrote maps of)."""
     manifest = read_manifest(store, clips_prefix)
     if split not in manifest.splits:
         log.warning("dense bench: the clips have no %s split (%s)", split, sorted(manifest.splits))
@@ -210,11 +212,13 @@ def read_correspondence_truth(
             beside = (tracks_prefix,)
         else:
             log.warning("dense bench: the tracks have no %s split (%s)", split, sorted(tracked))
-    per_clip = _per_clip(manifest, split, cfg.max_pairs)
+    per_clip = _per_clip(manifest, split, cfg.max_pairs, clip_fraction)
     flow_truth = CorrespondenceTruth("flow")
     track_truth = CorrespondenceTruth("tracks")
     samples = _clips(store, clips_prefix, split, beside)
     for sample in track(samples, manifest.splits[split].samples, f"dense truth {split}", "clips"):
+        if not in_clip_fraction(sample["__key__"], clip_fraction):
+            continue
         meta = decode_json(sample)
         room = cfg.max_pairs - len(flow_truth.pairs)
         if meta.get("ground_truth", {}).get("flow") and room > 0:
@@ -259,17 +263,25 @@ class MaskSet:
 
 
 def read_masks(
-    store: ObjectStore, clips_prefix: str, split: str, limit: int, keep_frames: int = 0
+    store: ObjectStore,
+    clips_prefix: str,
+    split: str,
+    limit: int,
+    keep_frames: int = 0,
+    clip_fraction: float = 1.0,
 ) -> MaskSet:
-    """Up to `limit` frames of `split` with a category mask, spread evenly over the clips."""
+    """Up to `limit` frames of `split` with a category mask, spread evenly over the clips (of
+    `clip_fraction`: those the export wrote maps of)."""
     from vidssl.clips import ground_truth
 
     manifest = read_manifest(store, clips_prefix)
     found = MaskSet()
     if split not in manifest.splits:
         return found
-    per_clip = _per_clip(manifest, split, limit)
+    per_clip = _per_clip(manifest, split, limit, clip_fraction)
     for sample in _clips(store, clips_prefix, split):
+        if not in_clip_fraction(sample["__key__"], clip_fraction):
+            continue
         meta = decode_json(sample)
         if not meta.get("ground_truth", {}).get("category_masks"):
             continue
@@ -523,10 +535,12 @@ def dense_benchmarks(
     clips_prefix = store.key_of(clips_url)
     split = queries or query_split(read_manifest(store, clips_prefix))
     tracks_prefix = store.key_of(tracks_url) if tracks_url else ""
-    truth = read_correspondence_truth(store, clips_prefix, split, cfg, tracks_prefix)
+    fraction = experiment.export.dense_clip_fraction
+    truth = read_correspondence_truth(store, clips_prefix, split, cfg, tracks_prefix, fraction)
     log.info("dense bench: %d %s pairs (truth: %s)", len(truth.pairs), split, truth.source)
-    train_masks = read_masks(store, clips_prefix, "train", cfg.probe_max_train_frames)
-    test_masks = read_masks(store, clips_prefix, split, cfg.probe_max_train_frames, cfg.figures)
+    limit = cfg.probe_max_train_frames
+    train_masks = read_masks(store, clips_prefix, "train", limit, clip_fraction=fraction)
+    test_masks = read_masks(store, clips_prefix, split, limit, cfg.figures, fraction)
     figures: dict[str, bytes] = {}
     for index, (frame, flow, caption) in enumerate(truth.flow_figures):
         figures[f"flow-{index}.png"] = plots.flow_figure(frame, flow, caption)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidssl.clips import frame_name
+from vidssl.clips import frame_name, in_clip_fraction
 from vidssl.config import Experiment
 from vidssl.errors import InputError
 from vidssl.progress import track
@@ -117,6 +117,8 @@ def export_fields(experiment: Experiment, identity: dict, dense: bool) -> dict:
     fields = {"model": identity, "views_from": cfg.views_from, "image_size": cfg.image_size}
     if dense:
         fields["dense"] = {"input": "whole_frame", "pad_multiple": DENSE_PAD_MULTIPLE}
+        if experiment.export.dense_clip_fraction < 1:
+            fields["dense"]["clip_fraction"] = experiment.export.dense_clip_fraction
     return fields
 
 
@@ -180,8 +182,11 @@ def _write_dense_split(
     split: str,
     batch_size: int,
     device: torch.device,
+    clip_fraction: float = 1.0,
 ) -> int | None:
-    """Embed one split's whole frames; returns the embedding width (None if it is empty)."""
+    """Embed one split's whole frames; returns the embedding width (None if it is empty).
+    Maps are written for the clips in `clip_fraction` (`vidssl.clips.in_clip_fraction`), the
+    pooled embedding for every frame."""
     dimension = None
     was_training = encoder.training
     encoder.eval()
@@ -195,6 +200,10 @@ def _write_dense_split(
             for dense, feature, (key, record) in zip(
                 maps.cpu(), pooled.cpu(), records, strict=True
             ):
+                sample = {"__key__": f"{key}_f{record['frame_position']:03d}"}
+                sample["emb.npy"] = feature.half().numpy()
+                if in_clip_fraction(key, clip_fraction):
+                    sample["dense.npy"] = dense.half().numpy()
                 record = {
                     **record,
                     "frame_hw": [height, width],
@@ -202,15 +211,7 @@ def _write_dense_split(
                     "dense_frame_hw": [height, width],
                     "dense_stride": stride,
                 }
-                writer.write(
-                    split,
-                    {
-                        "__key__": f"{key}_f{record['frame_position']:03d}",
-                        "emb.npy": feature.half().numpy(),
-                        "dense.npy": dense.half().numpy(),
-                        "meta.json": record,
-                    },
-                )
+                writer.write(split, {**sample, "meta.json": record})
     finally:
         encoder.train(was_training)
     return dimension
@@ -239,7 +240,7 @@ def run(
             if dense:
                 dimension = _write_dense_split(
                     writer, encoder, store, clips_prefix, split,
-                    experiment.export.batch_size, device,
+                    experiment.export.batch_size, device, experiment.export.dense_clip_fraction,
                 ) or dimension  # fmt: skip
                 log.info("export %s: %d clips embedded (dense)", split, entry.samples)
                 continue
