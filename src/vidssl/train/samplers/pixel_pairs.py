@@ -31,11 +31,9 @@ import random
 import numpy as np
 import torch
 
-from vidssl.clips import frame_name
 from vidssl.flow.anchors import anchor_views, point_pairs, random_views
 from vidssl.flow.tracks import TRACKS_FIELD, Tracks, decode_tracks
 from vidssl.train.augment import pixel_transform
-from vidssl.train.data import decode_rgb, to_tensor
 from vidssl.train.point_views import ViewWindow, random_window
 from vidssl.train.samplers import Sampler, register_sampler
 
@@ -146,6 +144,11 @@ def clip_tracks(sample: dict, num_frames: int) -> Tracks:
 
 def decode_frame(sample: dict, position: int) -> torch.Tensor:
     """Kept frame `position` of a clip sample as uint8 (3, H, W) RGB."""
+    # Imported here: the samplers package must import without vidssl.config and the store
+    # (the GPU curve tool, vidssl.perf.siampose_curve, loads every sampler on a bare machine).
+    from vidssl.clips import frame_name
+    from vidssl.train.data import decode_rgb, to_tensor
+
     return to_tensor(decode_rgb(sample[frame_name(position)]))
 
 
