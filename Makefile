@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-input perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -24,7 +24,7 @@ help:
 	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2']          test 3D mAP over training seeds, bootstrap CIs"
 	@echo "make image [TARGET=cpu|gpu] | image-lint | image-size   the component image"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
-	@echo "make perf-store | perf-ingest | perf-train | perf-eval | perf-flow    speed benchmarks (build/perf/)"
+	@echo "make perf-store | perf-ingest | perf-train | perf-input | perf-eval | perf-flow    speed benchmarks (build/perf/)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP) tools
@@ -141,6 +141,10 @@ perf-ingest: setup data store-up
 
 perf-train: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.train
+
+# The trainer's CPU input path on one core, operation by operation (no store needed).
+perf-input: setup
+	$(PY) -m vidssl.perf.input
 
 perf-eval: setup
 	$(PY) -m vidssl.perf.eval

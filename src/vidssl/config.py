@@ -583,12 +583,16 @@ class ExportConfig(Strict):
 
 class DenseBenchConfig(Strict):
     """Dense benchmarks, for models whose encoder gives a feature map (PiCo; vidssl.evaluate.
-    dense): nearest-neighbour correspondence (PCK, EPE) between consecutive test frames against
+    dense): nearest-neighbour correspondence (PCK, EPE) between test frames `frame_gap` kept
+    frames apart (consecutive by default) against
     ground-truth flow where the clips carry it (synthetic data) or held-out tracks, and the
     linear-probe segmentation (mIoU) on per-pixel category masks."""
 
     pck_pixels: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0])
     query_step: int = Field(8, gt=0, description="px between query points on the flow grid")
+    frame_gap: int = Field(
+        1, gt=0, description="kept frames between a pair's frames (ground-truth flow is chained)"
+    )
     search_radius: float | None = Field(
         None, gt=0, description="px; matches only within it of the query's position; null = any"
     )

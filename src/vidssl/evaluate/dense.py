@@ -200,21 +200,52 @@ def chance_pck(
 
 
 def flow_correspondences(
-    flow: np.ndarray, step: int = 8, valid: np.ndarray | None = None
+    flow: np.ndarray | Sequence[np.ndarray],
+    step: int = 8,
+    valid: np.ndarray | Sequence[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query points on a grid every `step` px of a (H, W, 2) ground-truth flow field (u, v),
     their true positions p + flow(p), and their validity: `valid` (H, W) at the point (e.g. an
-    occlusion mask), finite flow, and landing inside the frame."""
-    height, width = flow.shape[:2]
+    occlusion mask), finite flow, and landing inside the frame.
+
+    A sequence of fields (frames p -> p+1 -> ... -> p+k, with a validity mask each or None)
+    chains them: each point moves by the next field sampled bilinearly where it has landed
+    (`vidssl.flow.tracks.bilinear`; a NaN anywhere under it, or an invalid nearest pixel,
+    invalidates the point), so the truth is p+k's position of each grid point of frame p."""
+    from vidssl.flow.tracks import bilinear
+
+    flows = [flow] if isinstance(flow, np.ndarray) else list(flow)
+    valids = [valid] if valid is None or isinstance(valid, np.ndarray) else list(valid)
+    valids += [None] * (len(flows) - len(valids))
+    if not flows:
+        raise InputError("flow_correspondences: no flow field")
+    height, width = flows[0].shape[:2]
     rows, columns = np.mgrid[step // 2 : height : step, step // 2 : width : step]
     rows, columns = rows.ravel(), columns.ravel()
     points_a = np.stack([columns, rows], axis=1).astype(np.float64)
-    points_b = points_a + flow[rows, columns].astype(np.float64)
-    ok = np.isfinite(points_b).all(axis=1)
-    ok &= (points_b[:, 0] >= -0.5) & (points_b[:, 0] <= width - 0.5)
-    ok &= (points_b[:, 1] >= -0.5) & (points_b[:, 1] <= height - 0.5)
-    if valid is not None:
-        ok &= np.asarray(valid, bool)[rows, columns]
+    points_b = points_a.copy()
+    ok = np.ones(len(points_a), bool)
+    for index, (field_, mask) in enumerate(zip(flows, valids, strict=True)):
+        if field_.shape[:2] != (height, width):
+            raise InputError(
+                f"flow_correspondences: field {index} is {field_.shape[:2]}, not {(height, width)}"
+            )
+        if index == 0:
+            motion = field_[rows, columns].astype(np.float64)
+            at_rows, at_columns = rows, columns
+        else:
+            # bilinear() reads inside [0, W-1] x [0, H-1]: the half pixel beyond is clamped.
+            limits = np.array([width - 1, height - 1], np.float64)
+            inside = np.where(ok[:, None], np.clip(points_b, 0.0, limits), 0.0)
+            motion = bilinear(np.asarray(field_, np.float32), inside)
+            at_columns = np.clip(np.rint(inside[:, 0]), 0, width - 1).astype(np.intp)
+            at_rows = np.clip(np.rint(inside[:, 1]), 0, height - 1).astype(np.intp)
+        if mask is not None:
+            ok &= np.asarray(mask, bool)[at_rows, at_columns]
+        points_b = points_b + motion
+        ok &= np.isfinite(points_b).all(axis=1)
+        ok &= (points_b[:, 0] >= -0.5) & (points_b[:, 0] <= width - 0.5)
+        ok &= (points_b[:, 1] >= -0.5) & (points_b[:, 1] <= height - 0.5)
     return points_a, points_b, ok
 
 

@@ -193,14 +193,17 @@ def dense_section(dense: dict) -> list[str]:
                 ["random cell (chance)", "", "", *(_f(chance.get(k)) for k in keys),
                  _f(chance.get("pck_avg")), ""]
             )  # fmt: skip
+        gap = int(first.get("frame_gap", 1))
+        frames = "consecutive frames" if gap == 1 else f"frames {gap} kept frames apart"
+        truth = "ground-truth flow" if first["truth"] == "flow" else "held-out point tracks"
+        chained = ", chained" if gap > 1 and first["truth"] == "flow" else ""
         lines += [
             "",
             "## Dense correspondence",
             "",
-            "Nearest-pixel matching between consecutive frames of the test split (truth: "
-            + ("ground-truth flow" if first["truth"] == "flow" else "held-out point tracks")
-            + "): a query's match is the cosine-nearest cell of the next frame; PCK@t is the "
-            "fraction of queries matched within t px of the truth, EPE the mean error.",
+            f"Nearest-pixel matching between {frames} of the test split (truth: {truth}"
+            f"{chained}): a query's match is the cosine-nearest cell of the later frame; PCK@t "
+            "is the fraction of queries matched within t px of the truth, EPE the mean error.",
             "",
             markdown_table(header, rows),
         ]

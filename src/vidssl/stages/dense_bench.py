@@ -110,8 +110,8 @@ def _clips(store: ObjectStore, prefix: str, split: str, beside: tuple[str, ...] 
 
 @dataclass
 class PairTruth:
-    """One scored frame pair of a clip: frames `position` and `position + 1`, query points in
-    the first and their true positions in the second, (x, y) pixels of a `grid_hw` grid (the
+    """One scored frame pair of a clip: frames `position` and `position + gap`, query points
+    in the first and their true positions in the second, (x, y) pixels of a `grid_hw` grid (the
     stored frame's), `valid` False where a query has no truth (occluded, leaves the frame)."""
 
     clip: str
@@ -120,6 +120,11 @@ class PairTruth:
     points_b: np.ndarray
     valid: np.ndarray
     grid_hw: tuple[int, int]
+    gap: int = 1
+
+    @property
+    def end(self) -> int:
+        return self.position + self.gap
 
 
 @dataclass
@@ -134,40 +139,47 @@ class CorrespondenceTruth:
     track_figures: list[tuple[list[np.ndarray], np.ndarray, str]] = field(default_factory=list)
 
 
-def _flow_pairs(sample: dict, meta: dict, step: int, count: int) -> list[tuple[PairTruth, object]]:
+def _flow_pairs(
+    sample: dict, meta: dict, step: int, count: int, gap: int = 1
+) -> list[tuple[PairTruth, object]]:
+    """Pairs (p, p + gap) whose every consecutive step has ground-truth flow, with the first
+    step's flow (for the figure)."""
     from vidssl.clips import ground_truth
 
-    found = []
-    for position in range(meta["num_frames"] - 1):
-        truth = ground_truth(sample, position)
-        if truth.flow is not None:
-            found.append((position, truth))
+    steps = [ground_truth(sample, position) for position in range(meta["num_frames"] - 1)]
+    found = [
+        position
+        for position in range(len(steps) - gap + 1)
+        if all(steps[position + k].flow is not None for k in range(gap))
+    ]
     pairs = []
-    for position, truth in (found[i] for i in _spread(list(range(len(found))), count)):
-        flow = np.asarray(truth.flow, np.float32)
-        valid = None if truth.flow_valid is None else np.asarray(truth.flow_valid) > 0
-        points_a, points_b, ok = flow_correspondences(flow, step, valid)
-        pair = PairTruth(sample["__key__"], position, points_a, points_b, ok, flow.shape[:2])
-        pairs.append((pair, flow))
+    for position in (found[i] for i in _spread(list(range(len(found))), count)):
+        chain = steps[position : position + gap]
+        flows = [np.asarray(truth.flow, np.float32) for truth in chain]
+        valids = [None if t.flow_valid is None else np.asarray(t.flow_valid) > 0 for t in chain]
+        points_a, points_b, ok = flow_correspondences(flows, step, valids)
+        grid = flows[0].shape[:2]
+        pair = PairTruth(sample["__key__"], position, points_a, points_b, ok, grid, gap)
+        pairs.append((pair, flows[0]))
     return pairs
 
 
-def _track_pairs(sample: dict, meta: dict, count: int) -> list[PairTruth]:
+def _track_pairs(sample: dict, meta: dict, count: int, gap: int = 1) -> list[PairTruth]:
     from vidssl.flow.tracks import decode_tracks
 
     tracks = decode_tracks(sample[TRACKS_FIELD])
     candidates = []
-    for position in range(min(tracks.num_frames, meta["num_frames"]) - 1):
-        both = np.flatnonzero(tracks.alive_on(position) & tracks.alive_on(position + 1))
+    for position in range(min(tracks.num_frames, meta["num_frames"]) - gap):
+        both = np.flatnonzero(tracks.alive_on(position) & tracks.alive_on(position + gap))
         if both.size:
             candidates.append((position, both))
     pairs = []
     for position, both in (candidates[i] for i in _spread(list(range(len(candidates))), count)):
         points_a = tracks.at(both, position).astype(np.float64)
-        points_b = tracks.at(both, position + 1).astype(np.float64)
+        points_b = tracks.at(both, position + gap).astype(np.float64)
         valid = np.ones(len(both), bool)
         grid = (tracks.height, tracks.width)
-        pairs.append(PairTruth(sample["__key__"], position, points_a, points_b, valid, grid))
+        pairs.append(PairTruth(sample["__key__"], position, points_a, points_b, valid, grid, gap))
     return pairs
 
 
@@ -222,17 +234,19 @@ def read_correspondence_truth(
         meta = decode_json(sample)
         room = cfg.max_pairs - len(flow_truth.pairs)
         if meta.get("ground_truth", {}).get("flow") and room > 0:
-            pairs = _flow_pairs(sample, meta, cfg.query_step, min(per_clip, room))
+            pairs = _flow_pairs(sample, meta, cfg.query_step, min(per_clip, room), cfg.frame_gap)
             for index, (pair, flow) in enumerate(pairs):
                 if index == 0 and len(flow_truth.figure_pairs) < cfg.figures:
                     _keep_frames(flow_truth, sample, pair)
                     frame = flow_truth.frames[pair.clip, pair.position]
                     caption = f"{pair.clip}: ground-truth flow, frames {pair.position}-"
-                    flow_truth.flow_figures.append((frame, flow, f"{caption}{pair.position + 1}"))
+                    caption += str(pair.position + 1)
+                    flow_truth.flow_figures.append((frame, flow, caption))
                 flow_truth.pairs.append(pair)
         elif not flow_truth.pairs and TRACKS_FIELD in sample:
             room = cfg.max_pairs - len(track_truth.pairs)
-            pairs = _track_pairs(sample, meta, min(per_clip, room)) if room > 0 else []
+            count, gap = min(per_clip, room), cfg.frame_gap
+            pairs = _track_pairs(sample, meta, count, gap) if room > 0 else []
             for index, pair in enumerate(pairs):
                 if index == 0 and len(track_truth.figure_pairs) < cfg.figures:
                     _keep_frames(track_truth, sample, pair)
@@ -248,7 +262,7 @@ def read_correspondence_truth(
 
 def _keep_frames(truth: CorrespondenceTruth, sample: dict, pair: PairTruth) -> None:
     truth.figure_pairs.append((pair.clip, pair.position))
-    for position in (pair.position, pair.position + 1):
+    for position in (pair.position, pair.end):
         truth.frames[pair.clip, position] = decode_rgb(sample[frame_name(position)])
 
 
@@ -348,7 +362,8 @@ def score_correspondence(
     """PCK, EPE and chance PCK of the export's maps over the truth's pairs (pooled), with
     the matches of the truth's figure pairs."""
     by_start = {(p.clip, p.position): p for p in truth.pairs}
-    wanted = set(by_start) | {(clip, position + 1) for clip, position in by_start}
+    by_end = {(p.clip, p.end): p for p in truth.pairs}
+    wanted = set(by_start) | set(by_end)
     held: dict[tuple[str, int], tuple[dict, np.ndarray]] = {}
     matched: list[np.ndarray] = []
     scored: list[PairTruth] = []
@@ -358,11 +373,10 @@ def score_correspondence(
     for key, record, features in track(maps, len(wanted), f"dense pairs {split}", "frames"):
         if key in by_start:
             held[key] = (record, features)
-        previous = (key[0], key[1] - 1)
-        if previous not in by_start or previous not in held:
+        pair = by_end.get(key)
+        if pair is None or (pair.clip, pair.position) not in held:
             continue
-        pair = by_start[previous]
-        record_a, features_a = held.pop(previous)
+        record_a, features_a = held.pop((pair.clip, pair.position))
         stride = int(record["dense_stride"])
         frame_hw = tuple(record_a["dense_frame_hw"])
         scale = float(np.mean(np.divide(frame_hw, pair.grid_hw)))
@@ -390,9 +404,9 @@ def score_correspondence(
     }
     if cfg.pck_pixels:
         chance_scores["pck_avg"] = float(np.mean(list(chance_scores.values())))
-    return {"truth": truth.source, "pairs": len(scored), **scores, "chance": chance_scores}, (
-        examples
-    )
+    gap = scored[0].gap
+    result = {"truth": truth.source, "pairs": len(scored), "frame_gap": gap, **scores}
+    return {**result, "chance": chance_scores}, (examples)
 
 
 def correspondence_figure(
@@ -400,7 +414,7 @@ def correspondence_figure(
 ) -> bytes | None:
     pair = example.pair
     frame_a = truth.frames.get((pair.clip, pair.position))
-    frame_b = truth.frames.get((pair.clip, pair.position + 1))
+    frame_b = truth.frames.get((pair.clip, pair.end))
     if frame_a is None or frame_b is None or not pair.valid.any():
         return None
     valid = pair.valid
@@ -410,7 +424,7 @@ def correspondence_figure(
     errors = np.linalg.norm(example.matches[valid] - pair.points_b[valid], axis=1)
     return plots.correspondences(
         frame_a, frame_b, points_a, matches, errors <= threshold,
-        f"{name}: {pair.clip} frames {pair.position}->{pair.position + 1}, nearest-pixel "
+        f"{name}: {pair.clip} frames {pair.position}->{pair.end}, nearest-pixel "
         f"matches (green within {threshold:g} px)",
     )  # fmt: skip
 

@@ -15,6 +15,9 @@ from vidssl.synth.objectron import SynthSpec, generate
 
 SPEC = StageSpec(name="synth", version=4)  # 2: textures; 3: floors, shapes; 4: real camera axes
 RAW_FOLDER = "raw"
+#: The ground-truth flow's own version, in the digest only of data that carries it (so data
+#: without flow keeps its digest): 2: the screen-fixed wall is never valid (vidssl.synth.flow).
+FLOW_TRUTH_VERSION = 2
 
 
 def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
@@ -57,11 +60,14 @@ def run(experiment: Experiment, *, force: bool = False) -> StageOutput:
         writer.details["files"] = len(files)
         writer.details["videos"] = [vars(truth) for truth in truths]
 
+    fields: dict = {"source": source.model_dump()}
+    if source.flow_step:
+        fields["flow_truth"] = FLOW_TRUTH_VERSION
     return run_cached(
         store_for(experiment),
         SPEC,
         experiment,
-        {"source": source.model_dump()},
+        fields,
         [],
         build,
         force=force,

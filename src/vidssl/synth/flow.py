@@ -17,11 +17,15 @@ and the plane of the surface drawn there; its motion from frame a to frame b is:
 - the wall: a vertical colour ramp painted in screen space, with no geometry: it does not move
   in the image, so its flow is zero. Exact for the frames as rendered; a real backdrop would move
   with the camera (this one carries almost no texture, so no flow method can see the difference).
+  Its flow is therefore never valid: a ramp constant along each row holds no point to track,
+  and correspondence scored there (vidssl.stages.dense_bench) would reward guessing "no motion"
+  rather than matching.
 
-A pixel's flow is valid when its point lies in front of camera b, lands inside frame b, and is
-what frame b shows there: the surface drawn at the nearest pixel is of the same kind and, for
-the object, lies at the point's depth along the ray through the exact landing position (so
-points hidden by other faces, turned away, or behind the object are invalid).
+A pixel's flow is valid when it is not on the wall, its point lies in front of camera b, lands
+inside frame b, and is what frame b shows there: the surface drawn at the nearest pixel is of
+the same kind and, for the object, lies at the point's depth along the ray through the exact
+landing position (so points hidden by other faces, turned away, or behind the object are
+invalid).
 
 Units: pixels of the portrait image, flow = (d column, d row); `x_b = x_a + flow(x_a)`.
 """
@@ -162,7 +166,7 @@ def forward_flow(a: FrameGeometry, b: FrameGeometry) -> tuple[np.ndarray, np.nda
     with np.errstate(invalid="ignore"):
         at_depth = np.abs(drawn_depth + in_b[..., 2]) <= DEPTH_TOLERANCE * -in_b[..., 2]
     is_object = a.surfaces.kind == OBJECT
-    valid = inside & same_kind & (~is_object | at_depth)
+    valid = inside & same_kind & (~is_object | at_depth) & ~wall
     return flow, valid
 
 

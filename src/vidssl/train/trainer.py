@@ -2,9 +2,11 @@
 over the method's parameter groups with lr scaled by batch/256 (groups marked `fixed_lr` kept at
 the peak), linear warm-up then cosine over the epochs actually trained, the method's hook after
 each optimiser step (momentum encoders), bf16 autocast and channels_last on GPU, DDP under
-torchrun, checkpoints in the store every N steps with exact resume, every loss term logged,
-guarded and exported to Prometheus, the collapse monitor, kNN category accuracy on val each
-epoch, progress with rate and ETA, and a stop with a clear message when a loss diverges."""
+torchrun (batch norm over the global batch when the method asks, on the CPU too:
+vidssl.train.global_batch_norm), checkpoints in the store every N steps with exact resume, every
+loss term logged, guarded and exported to Prometheus, the collapse monitor, kNN category
+accuracy on val each epoch, progress with rate and ETA, and a stop with a clear message when a
+loss diverges."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from vidssl.train.augment import normalize
 from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
+from vidssl.train.global_batch_norm import synchronise_batch_norm
 from vidssl.train.methods import Method, total_loss
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, collapse_std
 from vidssl.train.telemetry import TrainMetrics, serving_port
@@ -130,8 +133,8 @@ class Trainer:
         )  # fmt: skip
         self.forward_model: torch.nn.Module = self.model
         if self.distributed.world > 1:
-            if self.device.type == "cuda" and self.model.sync_batch_norm:
-                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            if self.model.sync_batch_norm:
+                self.model = synchronise_batch_norm(self.model, self.device)
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
         self.metrics = TrainMetrics(
             job,
