@@ -247,6 +247,50 @@ def bench(
     console.print(metrics["report_url"])
 
 
+@app.command("voc-probe")
+def voc_probe(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path (its store, model)."),
+    root: str = typer.Option(..., "--root", help="VOC-layout folder or s3:// prefix."),
+    model: str = typer.Option(
+        "", "--model", help="URL of a trained dense model; default: the random baseline."
+    ),
+    train_split: str = typer.Option("train", "--train-split"),
+    val_split: str = typer.Option("val", "--val-split"),
+    masks: str = typer.Option("SegmentationClass", "--masks", help="e.g. SegmentationClassAug"),
+    size: int = typer.Option(224, "--size", help="px: shorter side, then a centre square crop"),
+    limit: int = typer.Option(0, "--limit", help="images per split at most; 0 = all"),
+    out: Path = typer.Option(None, "--out", help="Write the scores here as JSON."),
+) -> None:
+    """PiCo's linear-probe segmentation (mIoU) of a dense model on a VOC-layout set: frozen
+    per-pixel features, a per-pixel linear classifier trained on one split, scored on another."""
+    import json
+
+    from vidssl.evaluate.dense import ProbeSettings
+    from vidssl.stages.base import store_for
+    from vidssl.stages.export import _encoder
+    from vidssl.stages.voc_probe import voc_probe as probe
+
+    loaded = load_experiment(experiment)
+    cfg = loaded.bench.dense
+    encoder, _ = _encoder(loaded, store_for(loaded), model or None, None if model else "random")
+    settings = ProbeSettings(
+        epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size, lr=cfg.probe_lr,
+        seed=loaded.bench.seed,
+    )  # fmt: skip
+    scores = probe(encoder, root, train_split, val_split, size, limit or None, settings, masks)
+    label = model or "random embeddings"
+    console.print(
+        f"{label}: mIoU {scores['miou']:.3f}, fIoU {scores['fiou']:.3f}, pixel accuracy "
+        f"{scores['pixel_accuracy']:.3f} (most frequent class: mIoU "
+        f"{scores['majority_miou']:.3f}); {scores['train_images']} {train_split} / "
+        f"{scores['val_images']} {val_split} images at {size} px",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if out:
+        out.write_text(json.dumps({"model": label, **scores}, indent=2, default=float))
+        console.print(str(out))
+
+
 @app.command()
 def verify(
     url: str = typer.Argument(..., help="URL of a stage output (its folder)."),
