@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-input perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-train-gpu perf-input perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
@@ -25,6 +25,7 @@ help:
 	@echo "make image [TARGET=cpu|gpu] | image-lint | image-size   the component image"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
 	@echo "make perf-store | perf-ingest | perf-train | perf-input | perf-eval | perf-flow    speed benchmarks (build/perf/)"
+	@echo "make perf-train-gpu [GPU_ARGS=...]                  GPU training speed, switch by switch (a GPU node)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP) tools
@@ -141,6 +142,11 @@ perf-ingest: setup data store-up
 
 perf-train: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.train
+
+# SimSiam / MoCo ResNet-50 224 px on one GPU: plain loop, CPU vs GPU input, each step switch
+# added; the paper run projected (vidssl.perf.train_gpu; GPU_ARGS='--minutes 10' adds the long run).
+perf-train-gpu: setup store-up
+	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.train_gpu $(GPU_ARGS)
 
 # The trainer's CPU input path on one core, operation by operation (no store needed).
 perf-input: setup

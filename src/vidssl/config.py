@@ -511,8 +511,32 @@ class TrainConfig(Strict):
     )
     shuffle_buffer: int = Field(1000, ge=0)
     loader_workers: int = Field(2, ge=0)
+    input: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="cpu: loader workers decode, crop and augment; gpu: workers only pick the "
+        "examples and hand over their JPEG bytes (and crop windows, flips), decoded and "
+        "augmented in batches on the training device (vidssl.train.gpu_input; not for "
+        "samplers that build whole examples, PiCo's)",
+    )
+    # The step's speed-ups, one switch each (vidssl.train.step_options: what each does where it
+    # cannot apply); their gains are measured by the GPU training benchmark.
     amp: bool = Field(True, description="bf16 autocast on GPU; ignored on CPU")
-    channels_last: bool = True
+    channels_last: bool = Field(True, description="model and image batches; GPU only")
+    compile: bool = Field(
+        False, description="torch.compile the step's forward; eager, with a warning, if it fails"
+    )
+    compile_backend: str = Field(
+        "inductor", min_length=1, description="torch.compile backend (aot_eager, eager: tests)"
+    )
+    cuda_graphs: bool = Field(
+        False, description="CUDA graphs via torch.compile mode reduce-overhead; CUDA + compile"
+    )
+    fused_optimizer: bool = Field(
+        False, description="fused SGD where torch has it for the device, else foreach/for-loop"
+    )
+    pin_memory: bool = Field(
+        True, description="pinned loader batches and non-blocking copies; CUDA only"
+    )
     checkpoint_every: int = Field(500, gt=0, description="steps")
     knn_k: int = Field(20, gt=0)
     knn_max_train: int = Field(20000, gt=0)

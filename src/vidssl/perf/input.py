@@ -168,7 +168,7 @@ def augmented_views(
     clock: OpClock,
 ) -> list[torch.Tensor]:
     """One example's views through the data path's calls (`view_images`, then
-    `TrainingExamples.__iter__`'s), each operation timed on `clock`."""
+    `TrainingExamples.example`'s), each operation timed on `clock`."""
     sample, meta = clip.sample, clip.meta
     decoded = {p: clock.run("decode", decode_rgb, sample[frame_name(p)]) for p in set(positions)}
     images = [decoded[p] for p in positions]

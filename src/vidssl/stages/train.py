@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 SPEC = StageSpec(name="train", version=4)
 FINAL = "final.pt"
 #: Settings that change how fast or where training runs, not what it learns.
-_NOT_IN_DIGEST = {"loader_workers", "metrics_port", "checkpoint_every", "knn_max_train", "knn_k"}
+_NOT_IN_DIGEST = {
+    "loader_workers", "metrics_port", "checkpoint_every", "knn_max_train", "knn_k",
+    "compile", "compile_backend", "cuda_graphs", "fused_optimizer", "pin_memory",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,10 @@ def _inputs(
 
 
 def _digest_fields(cfg: TrainConfig) -> dict:
-    return {"train": cfg.model_dump(exclude=_NOT_IN_DIGEST)}
+    """The train config less `_NOT_IN_DIGEST`; `input` only when it is `gpu` (its crops are
+    drawn differently), so runs on the CPU input path keep the digests they had before it."""
+    excluded = _NOT_IN_DIGEST | ({"input"} if cfg.input == "cpu" else set())
+    return {"train": cfg.model_dump(exclude=excluded)}
 
 
 def _dense_identity(encoder: torch.nn.Module) -> dict:

@@ -69,14 +69,21 @@ def view_images(
     images = {p: decode_rgb(sample[frame_name(p)]) for p in set(positions)}
     if views_from == "frame":
         return [images[p] for p in positions]
+    boxes = view_boxes(sample, meta, positions)
+    height, width = images[positions[0]].shape[:2]
+    window = shared_crop_window(boxes, width, height)
+    return [crop_with_padding(images[p], window) for p in positions]
+
+
+def view_boxes(sample: dict, meta: dict, positions: list[int]) -> list[list[float]]:
+    """The annotated boxes (normalised) of the frames at `positions`, which the views' shared
+    crop window covers; a clear error for a clip without boxes."""
     if "frames" not in meta:
         raise ValueError(
             f"{sample.get('__url__')}: sample {sample['__key__']!r} has no boxes; crops need "
             "Objectron clips (or set train.views_from: frame)"
         )
-    height, width = images[positions[0]].shape[:2]
-    window = shared_crop_window([frame_box(meta, p) for p in positions], width, height)
-    return [crop_with_padding(images[p], window) for p in positions]
+    return [frame_box(meta, p) for p in positions]
 
 
 class TrainingExamples(IterableDataset):
@@ -102,6 +109,7 @@ class TrainingExamples(IterableDataset):
                 f"{cfg.sampler.correspondence}, view_frames {cfg.sampler.view_frames}): give "
                 "the flow stage's tracks of the clips"
             )
+        self.transform = view_transform(cfg.augmentation, cfg.image_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.cfg
@@ -122,13 +130,18 @@ class TrainingExamples(IterableDataset):
         if self.sampler.builds_examples:
             yield from self._built_examples(clips, rng, generator)
             return
-        transform = view_transform(cfg.augmentation, cfg.image_size)
         for sample, meta, positions in self._shuffled_examples(clips, rng):
-            images = view_images(sample, meta, positions, cfg.views_from)
-            views = flip_views([to_tensor(image) for image in images], generator)
-            yield {
-                name: transform(view) for name, view in zip(self.sampler.views, views, strict=True)
-            }
+            yield self.example(sample, meta, positions, generator)
+
+    def example(
+        self, sample: dict, meta: dict, positions: list[int], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The example of the frames at `positions`: cropped, flipped together, augmented (the
+        GPU input path's workers hand over the encoded frames instead: vidssl.train.gpu_input)."""
+        images = view_images(sample, meta, positions, self.cfg.views_from)
+        views = flip_views([to_tensor(image) for image in images], generator)
+        named = zip(self.sampler.views, views, strict=True)
+        return {name: self.transform(view) for name, view in named}
 
     def _built_examples(
         self, clips, rng: random.Random, generator: torch.Generator

@@ -1,7 +1,8 @@
 """The one training loop every method shares (it never names one: vidssl.train.methods): SGD
 over the method's parameter groups with lr scaled by batch/256 (groups marked `fixed_lr` kept at
 the peak), linear warm-up then cosine over the epochs actually trained, the method's hook after
-each optimiser step (momentum encoders), bf16 autocast and channels_last on GPU, DDP under
+each optimiser step (momentum encoders), the step's speed-up switches (bf16 autocast,
+channels_last, torch.compile, CUDA graphs, fused SGD, pinned memory: train.step_options), DDP under
 torchrun (batch norm over the global batch when the method asks, on the CPU too:
 vidssl.train.global_batch_norm), checkpoints in the store every N steps with exact resume, every
 loss term logged, guarded and exported to Prometheus, the collapse monitor, kNN category
@@ -29,8 +30,16 @@ from vidssl.train.checkpoint_io import load_state, state_bytes
 from vidssl.train.data import TrainingExamples
 from vidssl.train.embed import embed_split, knn_accuracy
 from vidssl.train.global_batch_norm import synchronise_batch_norm
+from vidssl.train.gpu_input import EncodedExamples, GpuViews, collate_encoded
 from vidssl.train.methods import Method, total_loss
 from vidssl.train.monitor import DivergenceGuard, TrainingDiverged, collapse_std
+from vidssl.train.step_options import (
+    StepModel,
+    build_sgd,
+    load_optimizer_state,
+    log_cuda_only_switches,
+    pin_memory,
+)
 from vidssl.train.telemetry import TrainMetrics, serving_port
 
 log = logging.getLogger(__name__)
@@ -121,7 +130,7 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = build_sgd(
             [
                 {"params": group["params"], "name": group["name"],
                  "fix_lr": group.get("fixed_lr", False)}
@@ -130,12 +139,15 @@ class Trainer:
             lr=learning_rate(cfg, 0, steps_per_epoch),
             momentum=cfg.optimizer.momentum,
             weight_decay=cfg.optimizer.weight_decay,
+            fused=cfg.fused_optimizer,
         )  # fmt: skip
         self.forward_model: torch.nn.Module = self.model
         if self.distributed.world > 1:
             if self.model.sync_batch_norm:
                 self.model = synchronise_batch_norm(self.model, self.device)
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        log_cuda_only_switches(cfg, self.device)
+        self.step_model = StepModel(self.forward_model, cfg, self.device)  # train.compile
         self.metrics = TrainMetrics(
             job,
             serving_port(cfg.metrics_port) if self.distributed.main else 0,
@@ -144,6 +156,16 @@ class Trainer:
         self.guards: dict[str, DivergenceGuard] = {}
         self.step = 0
         self.history: list[dict] = []
+        self.gpu_views = (  # train.input: gpu: views decoded and augmented on the device
+            GpuViews(
+                cfg,
+                self.device,
+                seed=cfg.seed * 1000 + self.distributed.rank,
+                channels_last=cfg.channels_last and self.device.type == "cuda",
+            )
+            if cfg.input == "gpu"
+            else None
+        )
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -170,7 +192,7 @@ class Trainer:
             return False
         state = load_state(self.store.get(key), self.store.url(key), self.device)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])  # keeps this run's fused
         self.step, self.history = state["step"], state["history"]
         log.info("resuming from step %d (%s)", self.step, self.store.url(key))
         return True
@@ -179,7 +201,8 @@ class Trainer:
 
     def loader(self, epoch: int) -> DataLoader:
         torch.manual_seed(self.cfg.seed * 1000 + epoch)  # in-process augmentation draws
-        dataset = TrainingExamples(
+        encoded = self.cfg.input == "gpu"  # workers hand over JPEG bytes (vidssl.train.gpu_input)
+        dataset = (EncodedExamples if encoded else TrainingExamples)(
             self.store_uri,
             self.clips_prefix,
             self.cfg,
@@ -191,8 +214,9 @@ class Trainer:
             dataset,
             batch_size=self.cfg.batch_size // self.distributed.world,
             num_workers=self.cfg.loader_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pin_memory(self.cfg, self.device),
             drop_last=True,
+            collate_fn=collate_encoded if encoded else None,
             generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
             persistent_workers=False,
             prefetch_factor=4 if self.cfg.loader_workers else None,
@@ -212,17 +236,26 @@ class Trainer:
         lr = learning_rate(cfg, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = peak_learning_rate(cfg) if group["fix_lr"] else lr
-        batch = {name: self._on_device(tensor) for name, tensor in batch.items()}
+        if self.gpu_views is not None:  # encoded frames: decoded and augmented on the device
+            batch = self.gpu_views(batch, self.step)
+        else:
+            batch = {name: self._on_device(tensor) for name, tensor in batch.items()}
         use_amp = cfg.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms, projections = self.forward_model(batch)
-        loss = total_loss(terms)
+
+        def forward_backward(model: torch.nn.Module) -> tuple[dict, torch.Tensor, torch.Tensor]:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                terms, projections = model(batch)
+            loss = total_loss(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            return terms, loss, projections
+
+        # compiled or eager (train.compile; run again eagerly if compiling fails)
+        terms, loss, projections = self.step_model.run(forward_backward)
         values = {"loss": float(loss.detach())}
         if len(terms) > 1:
             values.update({name: float(term.detach()) for name, term in terms.items()})
-        self._guard(values)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self._guard(values)  # before the optimiser step: a diverged loss changes no weight
         self.optimizer.step()
         self.step += 1
         self.model.after_optimizer_step(self.step, self.total_steps)

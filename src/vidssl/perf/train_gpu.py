@@ -1,0 +1,270 @@
+"""`make perf-train-gpu`: SimSiam ResNet-50 224 px (and MoCo-v2, and PiCo with `--pico`) through
+the real trainer on one GPU, in one run, step by step:
+
+1. a plain fp32 loop (PIL transforms, no trainer; `vidssl.perf.train.plain_loop_images_per_second`);
+2. the trainer with the CPU input path and every step switch off;
+3. the trainer with the GPU input path (`train.input: gpu`);
+4. then each step switch added in turn: bf16 autocast (`amp`), `channels_last`,
+   `fused_optimizer`, `compile`, `cuda_graphs`.
+
+Each row: images/s and examples/s (pairs/s for SimSiam), GPU busy % (nvidia-smi sampled while
+it runs), the data-loader wait as a share of step time (what the trainer's
+`vidssl_train_data_wait_seconds` observes), peak GPU memory. Timing starts after `--warmup`
+steps (loader workers up, compilation done). Then the paper's run projected from the fastest
+SimSiam row (`vidssl.perf.projection`), and with `--minutes M` one end-to-end run of the fastest
+configuration for at least M minutes from the S3 shards, GPU busy sampled over all of it.
+
+Data: the experiment's prepared clips (`--exp`, default the synthetic Objectron demo's data,
+decoded and cropped to 224 px exactly as Objectron's would be). Without a GPU (`--smoke`, the
+test) every row runs on the CPU on a small backbone and few steps, to check the driver; its
+numbers mean nothing for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import torch
+
+from vidssl.config import Experiment, load_experiment
+from vidssl.perf import save_results
+from vidssl.perf.projection import pairs_from_clean_manifest, paper_run
+from vidssl.perf.train import GpuUtilisation, plain_loop_images_per_second
+from vidssl.stages.base import store_for
+from vidssl.stages.prepare import prepared_clips
+from vidssl.train.methods import build_method
+from vidssl.train.trainer import Trainer
+
+#: The step switches, in the order they are added (each row keeps the ones before it).
+SWITCHES = ("amp", "channels_last", "fused_optimizer", "compile", "cuda_graphs")
+ALL_OFF = {switch: False for switch in SWITCHES}
+
+
+@dataclass
+class Row:
+    name: str
+    images_per_second: float
+    examples_per_second: float
+    gpu_busy_percent: float | None
+    data_wait_share: float
+    peak_memory_gib: float | None
+    steps: int
+
+
+def measure(
+    name: str, experiment: Experiment, clips_url: str, steps: int, warmup: int,
+    minutes: float = 0.0,
+) -> Row:  # fmt: skip
+    """One configuration through the trainer: `warmup` steps, then `steps` timed (or, with
+    `minutes`, as many as fit in that time)."""
+    store = store_for(experiment)
+    prefix = f"perf/train-gpu/{uuid.uuid4().hex[:8]}"
+    cfg = experiment.train.model_copy(update={"checkpoint_every": 10**9})
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(
+        build_method(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
+        steps_per_epoch=10**6,
+    )  # fmt: skip
+    cuda = trainer.device.type == "cuda"
+    waits: list[tuple[float, float]] = []
+    observe = trainer.metrics.observe_step
+
+    def record(seconds: float, data_wait: float) -> None:
+        if trainer.step > warmup:
+            waits.append((seconds, data_wait))
+        observe(seconds, data_wait)
+
+    trainer.metrics.observe_step = record  # type: ignore[method-assign]
+    marks: dict[int, float] = {}
+    deadline = [float("inf")]
+
+    def mark(step: int) -> None:
+        if step == warmup:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            marks[step] = time.perf_counter()
+            if minutes:
+                deadline[0] = marks[step] + minutes * 60
+        if step > warmup and (step == warmup + steps or time.perf_counter() >= deadline[0]):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.setdefault(-1, time.perf_counter())
+            marks.setdefault(-2, step)
+            raise _Done
+
+    last = warmup + (10**9 if minutes else steps)
+    busy = GpuUtilisation() if cuda else contextlib.nullcontext()
+    with busy, contextlib.suppress(_Done):
+        trainer.fit(stop_after_step=last, on_step=mark)
+    store.delete_prefix(prefix + "/")
+    timed = int(marks[-2]) - warmup
+    seconds = marks[-1] - marks[warmup]
+    views = len(cfg.sampler.views)
+    examples = timed * cfg.batch_size / seconds
+    step_total = sum(s for s, _ in waits) or 1.0
+    return Row(
+        name=name,
+        images_per_second=round(examples * views, 1),
+        examples_per_second=round(examples, 1),
+        gpu_busy_percent=round(busy.mean, 1) if isinstance(busy, GpuUtilisation) else None,
+        data_wait_share=round(sum(w for _, w in waits) / step_total, 3),
+        peak_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        steps=timed,
+    )
+
+
+class _Done(Exception):
+    """Ends a measured run from the trainer's step callback."""
+
+
+def configured(base: Experiment, **train: object) -> Experiment:
+    return base.model_copy(update={"train": base.train.model_copy(update=train)})
+
+
+def rows_for(
+    label: str, base: Experiment, clips_url: str, steps: int, warmup: int, plain: bool,
+    gpu_input: bool = True,
+) -> list[Row]:  # fmt: skip
+    """The plain loop (CUDA only), then the trainer: CPU input, GPU input, each switch added."""
+    rows: list[Row] = []
+    if plain and torch.cuda.is_available():
+        with GpuUtilisation() as busy:
+            rate = plain_loop_images_per_second(base, clips_url, steps)
+        views = len(base.train.sampler.views)
+        rows.append(Row(f"{label}: plain fp32 loop", round(rate, 1), round(rate / views, 1),
+                        round(busy.mean, 1), float("nan"), None, steps))  # fmt: skip
+    settings: dict[str, object] = {**ALL_OFF, "input": "cpu"}
+    rows.append(measure(f"{label}: trainer, CPU input", configured(base, **settings),
+                        clips_url, steps, warmup))  # fmt: skip
+    if gpu_input:
+        settings["input"] = "gpu"
+        rows.append(measure(f"{label}: trainer, GPU input", configured(base, **settings),
+                            clips_url, steps, warmup))  # fmt: skip
+    for switch in SWITCHES:
+        settings[switch] = True
+        rows.append(measure(f"{label}: + {switch}", configured(base, **settings),
+                            clips_url, steps, warmup))  # fmt: skip
+    return rows
+
+
+def _print(rows: list[Row]) -> None:
+    print(f"{'configuration':44} {'images/s':>9} {'examples/s':>10} {'GPU busy':>8} "
+          f"{'data wait':>9} {'peak GiB':>8}")  # fmt: skip
+    for row in rows:
+        busy = "-" if row.gpu_busy_percent is None else f"{row.gpu_busy_percent:.0f}%"
+        memory = "-" if row.peak_memory_gib is None else f"{row.peak_memory_gib:.1f}"
+        print(f"{row.name:44} {row.images_per_second:9.1f} {row.examples_per_second:10.1f} "
+              f"{busy:>8} {row.data_wait_share:9.1%} {memory:>8}")  # fmt: skip
+
+
+def _simsiam(demo: Experiment, args: argparse.Namespace) -> Experiment:
+    method = {"kind": "simsiam", "projection_dim": 2048 if not args.smoke else 64}
+    if args.smoke:
+        method.update(predictor_dim=16)
+    return _scaled(demo, method, {"kind": "pairs", "pairing": "nearby"}, args)
+
+
+def _moco(demo: Experiment, args: argparse.Namespace) -> Experiment:
+    method: dict = {"kind": "moco"}
+    if args.smoke:
+        method.update(queue_size=256, hidden_dim=64, projection_dim=16, bn_splits=2)
+    return _scaled(demo, method, {"kind": "temporal"}, args)
+
+
+def _scaled(demo: Experiment, method: dict, sampler: dict, args: argparse.Namespace) -> Experiment:
+    """The demo's data with the benchmark's model: ResNet-50 at 224 px (a small backbone at
+    64 px with --smoke), the benchmark's batch and loader workers."""
+    from vidssl.config import parse_experiment
+
+    raw = demo.model_dump(mode="json")
+    if args.smoke:  # inductor's first compile takes ~30 s on 2 cores; the driver is what is checked
+        raw["train"]["compile_backend"] = "aot_eager"
+    raw["train"].update(
+        method=method,
+        sampler=sampler,
+        backbone="resnet_small" if args.smoke else "resnet50",
+        image_size=64 if args.smoke else 224,
+        batch_size=args.batch,
+        loader_workers=args.workers,
+        augmentation="full",
+    )
+    return parse_experiment(raw, source="perf-train-gpu")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exp", default="siampose_synthetic", help="whose prepared clips")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--methods", nargs="+", default=["simsiam", "moco"],
+                        choices=["simsiam", "moco"])  # fmt: skip
+    parser.add_argument(
+        "--minutes", type=float, default=0.0, help="then the fastest SimSiam setup this long"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run: checks the driver")
+    args = parser.parse_args(argv)
+    if args.warmup < 1:
+        parser.error("--warmup: at least 1 step")
+    if not torch.cuda.is_available() and not args.smoke:
+        print("no GPU on this machine: make perf-train-gpu needs one (--smoke checks the driver)")
+        return {}
+    os.environ.setdefault("VIDSSL_STORE_URI", "s3://vidssl")
+    demo = load_experiment(args.exp)
+    clips_url = prepared_clips(demo)
+    results: dict = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cores": os.cpu_count(), "batch": args.batch, "workers": args.workers,
+        "steps": args.steps, "warmup": args.warmup,
+    }  # fmt: skip
+    build = {"simsiam": _simsiam, "moco": _moco}
+    rows: list[Row] = []
+    for method in args.methods:
+        rows += rows_for(method, build[method](demo, args), clips_url, args.steps, args.warmup,
+                         plain=method == "simsiam")  # fmt: skip
+    _print(rows)
+    results["rows"] = [asdict(row) for row in rows]
+    simsiam = [row for row in rows if row.name.startswith("simsiam: trainer")
+               or row.name.startswith("simsiam: +")]  # fmt: skip
+    if simsiam:
+        best = max(simsiam, key=lambda row: row.examples_per_second)
+        store = store_for(demo)
+        from vidssl.shards import read_manifest
+
+        details = read_manifest(store, store.key_of(clips_url)).details
+        counted = pairs_from_clean_manifest(details) if args.exp.startswith("objectron") else None
+        source = f"{args.exp}'s clean manifest" if counted else ""
+        projection = paper_run(best.examples_per_second, counted, source)
+        print(f"fastest SimSiam row: {best.name}")
+        print(projection.line())
+        results["paper_run"] = {**asdict(projection), "hours": round(projection.hours, 2),
+                                "from_row": best.name}  # fmt: skip
+        if args.minutes:
+            settings = _settings_of(best.name)
+            long = measure("simsiam: end to end", configured(_simsiam(demo, args), **settings),
+                           clips_url, 10**9, args.warmup, minutes=args.minutes)  # fmt: skip
+            _print([long])
+            results["end_to_end"] = {**asdict(long), "minutes": args.minutes}
+    save_results("train_gpu", results)
+    return results
+
+
+def _settings_of(name: str) -> dict[str, object]:
+    """The train settings of a row of `rows_for` from its name."""
+    settings: dict[str, object] = {**ALL_OFF, "input": "cpu" if "CPU input" in name else "gpu"}
+    if "+ " in name:
+        last = name.split("+ ")[1]
+        for switch in SWITCHES[: SWITCHES.index(last) + 1]:
+            settings[switch] = True
+    return settings
+
+
+if __name__ == "__main__":
+    main()

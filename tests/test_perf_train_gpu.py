@@ -1,0 +1,61 @@
+"""`make perf-train-gpu`'s driver (vidssl.perf.train_gpu) on the CPU (`--smoke`): every row of
+the GPU benchmark runs through the real trainer, switches added one at a time, and the paper
+run is projected from the fastest SimSiam row. Its numbers mean nothing here; the GPU's are in
+the issue notes."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import yaml
+
+from vidssl.perf import train_gpu
+
+
+def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignore[no-untyped-def]
+    make_experiment, tmp_path, monkeypatch
+):
+    torch.set_num_threads(1)
+    experiment = make_experiment({"name": "perf-gpu"})
+    path = tmp_path / "perf.yaml"
+    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
+    monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
+    monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    results = train_gpu.main(
+        ["--smoke", "--exp", str(path), "--steps", "2", "--warmup", "1", "--batch", "4",
+         "--workers", "0"]
+    )  # fmt: skip
+    names = [row["name"] for row in results["rows"]]
+    for method in ("simsiam", "moco"):
+        assert f"{method}: trainer, CPU input" in names
+        assert f"{method}: trainer, GPU input" in names
+        for switch in train_gpu.SWITCHES:
+            assert f"{method}: + {switch}" in names
+    for row in results["rows"]:
+        assert row["steps"] == 2 and row["examples_per_second"] > 0
+        assert abs(row["images_per_second"] - 2 * row["examples_per_second"]) <= 0.2
+        assert 0 <= row["data_wait_share"] <= 1
+        assert row["gpu_busy_percent"] is None  # no GPU: nothing sampled
+    fastest = max(
+        (r for r in results["rows"] if r["name"].startswith("simsiam")),
+        key=lambda r: r["examples_per_second"],
+    )
+    assert results["paper_run"]["from_row"] == fastest["name"]
+    assert results["paper_run"]["pairs_per_second"] == fastest["examples_per_second"]
+    saved = json.loads((tmp_path / "perf" / "train_gpu.json").read_text())
+    assert saved["rows"] == results["rows"]
+
+
+def test_row_names_give_back_their_settings():
+    assert train_gpu._settings_of("simsiam: trainer, CPU input") == {
+        **train_gpu.ALL_OFF,
+        "input": "cpu",
+    }
+    settings = train_gpu._settings_of("simsiam: + fused_optimizer")
+    assert settings["input"] == "gpu"
+    assert [s for s in train_gpu.SWITCHES if settings[s]] == [
+        "amp",
+        "channels_last",
+        "fused_optimizer",
+    ]
