@@ -59,3 +59,25 @@ def test_row_names_give_back_their_settings():
         "channels_last",
         "fused_optimizer",
     ]
+
+
+def test_smoke_run_of_pico_reports_pixels_per_second(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    from tests.conftest import build_experiment
+    from tests.test_train_tracks import PICO
+
+    torch.set_num_threads(1)
+    experiment = build_experiment(f"file://{tmp_path / 'store'}", **PICO)
+    path = tmp_path / "pico.yaml"
+    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
+    monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
+    monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    results = train_gpu.main(
+        ["--smoke", "--exp", str(path), "--methods", "--pico", str(path), "--steps", "2",
+         "--warmup", "1", "--batch", "4", "--workers", "0"]
+    )  # fmt: skip
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["pico: trainer, CPU input"] + [f"pico: + {s}" for s in train_gpu.SWITCHES]
+    for row in results["rows"]:  # every image through the encoder, 64 x 64 px (--smoke)
+        expected = row["images_per_second"] * 64 * 64
+        assert abs(row["pixels_per_second"] - expected) <= 0.05 * 64 * 64 + 1  # (rounding)
+    assert "paper_run" not in results  # SimSiam's projection needs a SimSiam row

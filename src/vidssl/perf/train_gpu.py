@@ -1,4 +1,5 @@
-"""`make perf-train-gpu`: SimSiam ResNet-50 224 px (and MoCo-v2, and PiCo with `--pico`) through
+"""`make perf-train-gpu`: SimSiam ResNet-50 224 px (and MoCo-v2, and PiCo with `--pico EXP`:
+pixels/s through the dense encoder, on that experiment's data and the flow stage's tracks) through
 the real trainer on one GPU, in one run, step by step:
 
 1. a plain fp32 loop (PIL transforms, no trainer; `vidssl.perf.train.plain_loop_images_per_second`);
@@ -54,11 +55,13 @@ class Row:
     data_wait_share: float
     peak_memory_gib: float | None
     steps: int
+    #: Dense methods: input pixels through the encoder per second (images/s x H x W).
+    pixels_per_second: float | None = None
 
 
 def measure(
     name: str, experiment: Experiment, clips_url: str, steps: int, warmup: int,
-    minutes: float = 0.0,
+    minutes: float = 0.0, tracks_url: str = "",
 ) -> Row:  # fmt: skip
     """One configuration through the trainer: `warmup` steps, then `steps` timed (or, with
     `minutes`, as many as fit in that time)."""
@@ -68,7 +71,7 @@ def measure(
     torch.manual_seed(cfg.seed)
     trainer = Trainer(
         build_method(cfg), cfg, store, prefix, experiment.store_uri(), store.key_of(clips_url),
-        steps_per_epoch=10**6,
+        steps_per_epoch=10**6, tracks_prefix=store.key_of(tracks_url) if tracks_url else None,
     )  # fmt: skip
     cuda = trainer.device.type == "cuda"
     waits: list[tuple[float, float]] = []
@@ -116,6 +119,9 @@ def measure(
         data_wait_share=round(sum(w for _, w in waits) / step_total, 3),
         peak_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         steps=timed,
+        pixels_per_second=(
+            round(examples * views * cfg.image_size**2) if cfg.method.kind == "pico" else None
+        ),
     )
 
 
@@ -129,7 +135,7 @@ def configured(base: Experiment, **train: object) -> Experiment:
 
 def rows_for(
     label: str, base: Experiment, clips_url: str, steps: int, warmup: int, plain: bool,
-    gpu_input: bool = True,
+    gpu_input: bool = True, tracks_url: str = "",
 ) -> list[Row]:  # fmt: skip
     """The plain loop (CUDA only), then the trainer: CPU input, GPU input, each switch added."""
     rows: list[Row] = []
@@ -141,7 +147,7 @@ def rows_for(
                         round(busy.mean, 1), float("nan"), None, steps))  # fmt: skip
     settings: dict[str, object] = {**ALL_OFF, "input": "cpu"}
     rows.append(measure(f"{label}: trainer, CPU input", configured(base, **settings),
-                        clips_url, steps, warmup))  # fmt: skip
+                        clips_url, steps, warmup, tracks_url=tracks_url))  # fmt: skip
     if gpu_input:
         settings["input"] = "gpu"
         rows.append(measure(f"{label}: trainer, GPU input", configured(base, **settings),
@@ -149,7 +155,7 @@ def rows_for(
     for switch in SWITCHES:
         settings[switch] = True
         rows.append(measure(f"{label}: + {switch}", configured(base, **settings),
-                            clips_url, steps, warmup))  # fmt: skip
+                            clips_url, steps, warmup, tracks_url=tracks_url))  # fmt: skip
     return rows
 
 
@@ -159,8 +165,9 @@ def _print(rows: list[Row]) -> None:
     for row in rows:
         busy = "-" if row.gpu_busy_percent is None else f"{row.gpu_busy_percent:.0f}%"
         memory = "-" if row.peak_memory_gib is None else f"{row.peak_memory_gib:.1f}"
+        pixels = "" if row.pixels_per_second is None else f"  {row.pixels_per_second:,.0f} px/s"
         print(f"{row.name:44} {row.images_per_second:9.1f} {row.examples_per_second:10.1f} "
-              f"{busy:>8} {row.data_wait_share:9.1%} {memory:>8}")  # fmt: skip
+              f"{busy:>8} {row.data_wait_share:9.1%} {memory:>8}{pixels}")  # fmt: skip
 
 
 def _simsiam(demo: Experiment, args: argparse.Namespace) -> Experiment:
@@ -177,7 +184,20 @@ def _moco(demo: Experiment, args: argparse.Namespace) -> Experiment:
     return _scaled(demo, method, {"kind": "temporal"}, args)
 
 
-def _scaled(demo: Experiment, method: dict, sampler: dict, args: argparse.Namespace) -> Experiment:
+def _pico(pico_demo: Experiment, args: argparse.Namespace) -> Experiment:
+    """PiCo's own demo data and sampler (tracks), with the paper's FPN widths on ResNet-50."""
+    method = pico_demo.train.method.model_dump(mode="json")
+    sampler = pico_demo.train.sampler.model_dump(mode="json")
+    if not args.smoke:
+        method.update(fpn_channels=256, branch_channels=128, embedding_dim=128,
+                      projection_dim=128, hidden_dim=2048, queue_size=65536)  # fmt: skip
+    return _scaled(pico_demo, method, sampler, args, augmentation="px")
+
+
+def _scaled(
+    demo: Experiment, method: dict, sampler: dict, args: argparse.Namespace,
+    augmentation: str = "full",
+) -> Experiment:  # fmt: skip
     """The demo's data with the benchmark's model: ResNet-50 at 224 px (a small backbone at
     64 px with --smoke), the benchmark's batch and loader workers."""
     from vidssl.config import parse_experiment
@@ -192,7 +212,7 @@ def _scaled(demo: Experiment, method: dict, sampler: dict, args: argparse.Namesp
         image_size=64 if args.smoke else 224,
         batch_size=args.batch,
         loader_workers=args.workers,
-        augmentation="full",
+        augmentation=augmentation,
     )
     return parse_experiment(raw, source="perf-train-gpu")
 
@@ -204,8 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--methods", nargs="+", default=["simsiam", "moco"],
+    parser.add_argument("--methods", nargs="*", default=["simsiam", "moco"],
                         choices=["simsiam", "moco"])  # fmt: skip
+    parser.add_argument(
+        "--pico", default="", metavar="EXP", help="also PiCo on this experiment's data, tracks"
+    )
     parser.add_argument(
         "--minutes", type=float, default=0.0, help="then the fastest SimSiam setup this long"
     )
@@ -229,6 +252,14 @@ def main(argv: list[str] | None = None) -> dict:
     for method in args.methods:
         rows += rows_for(method, build[method](demo, args), clips_url, args.steps, args.warmup,
                          plain=method == "simsiam")  # fmt: skip
+    if args.pico:
+        from vidssl.stages.prepare import prepared_tracks
+
+        pico_demo = load_experiment(args.pico)
+        pico_clips = prepared_clips(pico_demo)
+        tracks = prepared_tracks(pico_demo, pico_clips)
+        rows += rows_for("pico", _pico(pico_demo, args), pico_clips, args.steps, args.warmup,
+                         plain=False, gpu_input=False, tracks_url=tracks)  # fmt: skip
     _print(rows)
     results["rows"] = [asdict(row) for row in rows]
     simsiam = [row for row in rows if row.name.startswith("simsiam: trainer")
