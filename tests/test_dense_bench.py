@@ -432,3 +432,28 @@ def test_dense_maps_only_for_the_clip_fraction_and_the_bench_reads_those(make_ex
     scored = result["dense"]["random"]
     assert scored["correspondence"]["queries"] > 0
     assert scored["segmentation"]["test_frames"] == len(OFFSETS)
+
+
+def test_frame_gap_scores_frames_k_apart_on_chained_flow_and_on_tracks(dense_setup):  # type: ignore[no-untyped-def]
+    """Two clips of 4 frames: k = 2 gives 2 pairs a clip, k = 3 one. Chaining the exact flows
+    (sums of window offsets) keeps the oracle exact, as do the tracks, which see every frame."""
+    from vidssl.stages.dense_bench import read_correspondence_truth, score_correspondence
+
+    experiment, store, scenes, clips_url = dense_setup
+    oracle = store.key_of(write_export(store, scenes, "exports/oracle", Scene.cell_codes))
+    noflow = store.key_of(write_clips(store, scenes, "datasets/dense/clean/gapnoflow", flow=False))
+    tracks = store.key_of(write_tracks(store, scenes, "datasets/dense/flow/gap"))
+    for gap, pairs in ((2, 4), (3, 2)):
+        cfg = experiment.bench.dense.model_copy(update={"frame_gap": gap})
+        for source, prefix, tracks_prefix in (
+            ("flow", store.key_of(clips_url), ""), ("tracks", noflow, tracks)
+        ):  # fmt: skip
+            truth = read_correspondence_truth(store, prefix, "test", cfg, tracks_prefix)
+            assert truth.source == source and len(truth.pairs) == pairs
+            assert all(pair.end == pair.position + gap for pair in truth.pairs)
+            scores, _ = score_correspondence(store, oracle, "test", truth, cfg)
+            assert scores["pairs"] == pairs and scores["frame_gap"] == gap
+            assert scores["pck@4px"] == 1.0, (gap, source, scores)
+    # Where the clip is shorter than the gap there is nothing to score.
+    cfg = experiment.bench.dense.model_copy(update={"frame_gap": len(OFFSETS)})
+    assert not read_correspondence_truth(store, store.key_of(clips_url), "test", cfg).pairs
