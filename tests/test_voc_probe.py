@@ -97,7 +97,7 @@ def test_voc_probe_command_beats_the_most_frequent_class(tmp_path, make_experime
     assert result.exit_code == 0, result.output
     assert "random embeddings: mIoU" in result.output
     scores = json.loads(out.read_text())
-    assert scores["train_images"] == 6 and scores["val_images"] == 6 and scores["size"] == 48
+    assert scores["train_frames"] == 6 and scores["test_frames"] == 6 and scores["size"] == 48
     assert scores["miou"] > scores["majority_miou"] + 0.2, scores
     # A pooled (not dense) model is refused with a message that says why.
     pooled = make_experiment({"name": "pooled"})

@@ -282,8 +282,8 @@ def voc_probe(
     console.print(
         f"{label}: mIoU {scores['miou']:.3f}, fIoU {scores['fiou']:.3f}, pixel accuracy "
         f"{scores['pixel_accuracy']:.3f} (most frequent class: mIoU "
-        f"{scores['majority_miou']:.3f}); {scores['train_images']} {train_split} / "
-        f"{scores['val_images']} {val_split} images at {size} px",
+        f"{scores['majority_miou']:.3f}); {scores['train_frames']} {train_split} / "
+        f"{scores['test_frames']} {val_split} images at {size} px",
         markup=False, highlight=False,
     )  # fmt: skip
     if out:

@@ -2,7 +2,8 @@
 dense model's frozen per-pixel features of the `train` split's images, a per-pixel linear
 classifier on them (`vidssl.evaluate.dense.train_linear_probe`: 1x1 convolution, logits
 upsampled to the mask, cross entropy, void ignored), mIoU / fIoU on the `val` split, beside the
-mIoU of predicting the training set's most frequent class everywhere.
+mIoU of predicting the training set's most frequent class everywhere (the dense bench's
+`score_probe`, which scores the synthetic masks the same way).
 
 Images. Every image is resized so its shorter side is `size` px (bilinear; its mask with nearest
 neighbour) and centre-cropped to `size` x `size`, so the images batch and the probe sees one
@@ -14,15 +15,15 @@ on val with `--train-split train --val-split` a held-out part of train; report o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from vidssl.datasets.voc import VOC_CLASSES, VocSegmentation
 from vidssl.errors import InputError
-from vidssl.evaluate.dense import ProbeSettings, linear_probe_scores
+from vidssl.evaluate.dense import ProbeSettings
 from vidssl.progress import track
+from vidssl.stages.dense_bench import ProbeData, score_probe
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,11 @@ def square_crop(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     return image[top : top + size, left : left + size], mask[top : top + size, left : left + size]
 
 
-@dataclass
-class VocFeatures:
-    """One split's maps (N, D, h, w) float16 and masks on the maps' grid (N, h s, w s) uint8."""
-
-    ids: list[str]
-    features: np.ndarray
-    masks: np.ndarray
-
-
 def embed_voc(
     encoder, voc: VocSegmentation, size: int, limit: int | None, batch_size: int = 8
-) -> VocFeatures:  # type: ignore[no-untyped-def]
-    """The dense maps of up to `limit` images of `voc` (file order) and their masks."""
+) -> ProbeData:  # type: ignore[no-untyped-def]
+    """The dense maps of up to `limit` images of `voc` (file order) and their masks on the
+    maps' grid, as the dense bench's probe takes them (keys: (image id, 0))."""
     import torch
 
     from vidssl.evaluate.dense import IGNORE_INDEX
@@ -87,7 +80,8 @@ def embed_voc(
     height, width = features[0].shape[1] * stride, features[0].shape[2] * stride
     grid = np.full((len(masks), height, width), IGNORE_INDEX, np.uint8)
     grid[:, :size, :size] = np.stack(masks)[:, :height, :width]
-    return VocFeatures(ids, np.stack(features), grid)
+    keys = [(image_id, 0) for image_id in ids]
+    return ProbeData(keys, np.stack(features), grid, [(size, size)] * len(ids))
 
 
 def voc_probe(
@@ -105,7 +99,6 @@ def voc_probe(
     frozen maps, trained on `train_split` and scored on `val_split` of the VOC tree at `root`."""
     import torch
 
-    from vidssl.stages.dense_bench import majority_miou
     from vidssl.stages.export import is_dense
 
     if not is_dense(encoder):
@@ -115,14 +108,7 @@ def voc_probe(
     val_set = VocSegmentation(root, val_split, masks_folder, classes)
     train, val = (embed_voc(encoder, voc, size, limit) for voc in (train_set, val_set))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scores, _ = linear_probe_scores(
-        train.features, train.masks, val.features, val.masks, classes, settings, device=device
-    )
-    scores.update(
-        train_images=len(train.ids),
-        val_images=len(val.ids),
-        majority_miou=majority_miou(train.masks, val.masks, classes),
-        size=size,
-    )
+    scores, _ = score_probe(train, val, classes, settings or ProbeSettings(), device)
+    scores["size"] = size
     log.info("voc probe: mIoU %.3f (majority %.3f)", scores["miou"], scores["majority_miou"])
     return scores
