@@ -30,4 +30,6 @@ PY
 install -m 0755 "$work/helm" "$bin_dir/helm"
 install -m 0755 "$work/kubectl" "$bin_dir/kubectl"
 "$bin_dir/helm" version --short
-"$bin_dir/kubectl" version --client | head -1
+# (Not `| head -1`: under pipefail, kubectl killed by SIGPIPE after head exits fails the script.)
+kubectl_version=$("$bin_dir/kubectl" version --client)
+echo "${kubectl_version%%$'\n'*}"
