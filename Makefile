@@ -65,7 +65,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup data system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # The fault-injection suite alone (kills, concurrent runs, store restarts, bad inputs); `make test`
 # runs it too.

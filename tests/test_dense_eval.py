@@ -25,8 +25,10 @@ from vidssl.evaluate.dense import (
     match_points,
     pck,
     segmentation_scores,
+    track_errors,
     train_linear_probe,
 )
+from vidssl.flow.tracks import track_points
 
 STRIDE = 4
 
@@ -154,6 +156,30 @@ def test_flow_correspondences_and_diagonal_thresholds() -> None:
     assert np.isnan(match_points(features_a, features_a, untracked, STRIDE)[0]).all()
     with pytest.raises(InputError, match="1 valid queries have a non-finite"):
         pck(match_points(features_a, features_a, untracked, STRIDE), points_a)
+
+
+def test_track_errors_measure_the_drift_from_the_true_flow() -> None:
+    """Tracks through a translation of (1.5, -0.5) px per frame: no drift against that flow;
+    against a truth 0.25 px/frame further right, 0.25 k px after k frames; truth masked out on
+    a frame drops the pairs that start there."""
+    steps = 4
+    forward = np.empty((steps, 24, 32, 2), np.float32)
+    forward[..., 0], forward[..., 1] = 1.5, -0.5
+    starts = np.array([[4.0, 10.0], [10.25, 12.5], [20.0, 15.0]])
+    tracks = track_points(forward, -forward, starts=(np.zeros(3, np.int64), starts))
+    assert (tracks.length == steps + 1).all()
+    exact = track_errors(tracks, list(forward), [None] * steps, max_steps=3)
+    assert sorted(exact) == [1, 2, 3]
+    assert [len(exact[k]) for k in (1, 2, 3)] == [3 * 4, 3 * 3, 3 * 2]  # tracks x start frames
+    assert max(float(d.max()) for d in exact.values()) < 1e-4
+    biased = forward + np.array([0.25, 0.0], np.float32)
+    drift = track_errors(tracks, list(biased), [None] * steps, max_steps=3)
+    for k, distances in drift.items():
+        np.testing.assert_allclose(distances, 0.25 * k, atol=1e-4)
+    hidden = [np.zeros((24, 32), bool), None, None, None]
+    assert len(track_errors(tracks, list(forward), hidden, max_steps=1)[1]) == 3 * 3
+    no_truth = [None, *forward[1:]]
+    assert len(track_errors(tracks, no_truth, [None] * steps, max_steps=2)[2]) == 3 * 2
 
 
 def test_miou_matches_a_hand_computed_confusion_matrix() -> None:

@@ -22,9 +22,11 @@ from vidssl.config import (
 from vidssl.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ColorJitter,
     SeparableGaussianBlur,
     flip_views,
     normalize,
+    shift_hue,
     view_transform,
 )
 from vidssl.train.losses import negative_cosine, nt_xent, simsiam_loss, triplet_margin
@@ -187,6 +189,51 @@ def test_separable_blur_matches_torchvision(size, kernel):
     assert ours.dtype == torch.uint8 and ours.shape == image.shape
     assert (ours.int() - reference.int()).abs().max() <= 1  # rounding only
     assert (ours.float() - image.float()).abs().mean() > 10  # it did blur noise
+
+
+def _colour_images(count: int, size: int, seed: int) -> list[torch.Tensor]:
+    """Random colours, a grey band (hue undefined) and the six primaries and secondaries."""
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for _ in range(count):
+        image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator)
+        image[:, :4] = image[:1, :4]
+        corners = torch.tensor([[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255]])
+        image[:, -1, :4] = corners.T.to(torch.uint8)
+        images.append(image)
+    return images
+
+
+def test_shift_hue_matches_torchvision_adjust_hue():
+    shifts = [-0.5, -0.1, -0.03, 0.0, 0.02, 0.1, 0.37, 0.5]
+    worst, differing, total = 0, 0, 0
+    for image, shift in zip(_colour_images(len(shifts), 48, seed=5), shifts, strict=True):
+        ours, reference = shift_hue(image, shift), v2.functional.adjust_hue(image, shift)
+        assert ours.dtype == torch.uint8 and ours.shape == image.shape
+        difference = (ours.int() - reference.int()).abs()
+        worst = max(worst, int(difference.max()))
+        differing, total = differing + int((difference > 0).sum()), total + difference.numel()
+    assert worst <= 1  # float rounding at a level's edge only
+    assert differing / total < 1e-3
+    # It did rotate hue: pure red by a third of the circle is pure green.
+    red = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1).expand(3, 2, 2).contiguous()
+    assert shift_hue(red, 1 / 3)[:, 0, 0].tolist() == [0, 255, 0]
+    with pytest.raises(ValueError, match="hue_factor"):
+        shift_hue(red, 0.6)
+
+
+def test_colour_jitter_draws_and_applies_as_torchvision():
+    """Same seed, same draws (order and factors), same output to one grey level."""
+    ours, reference = ColorJitter(0.4, 0.4, 0.4, 0.1), v2.ColorJitter(0.4, 0.4, 0.4, 0.1)
+    worst = 0
+    for index, image in enumerate(_colour_images(12, 32, seed=7)):
+        torch.manual_seed(index)
+        mine = ours(image)
+        torch.manual_seed(index)
+        theirs = reference(image)
+        worst = max(worst, int((mine.int() - theirs.int()).abs().max()))
+        assert (theirs.int() - image.int()).abs().float().mean() > 1  # the jitter did act
+    assert worst <= 1
 
 
 def test_normalize_matches_torchvision_on_a_batch():

@@ -170,3 +170,43 @@ def test_floors_are_muted_beside_object_textures():
         saturation(object_texture("instance", "cup", np.random.default_rng(i))) for i in range(8)
     ]
     assert np.mean(floors) < 0.5 * np.mean(objects)
+
+
+def test_highlight_is_blinn_phong_by_hand():
+    from vidssl.synth.render import Lighting
+
+    overhead = Lighting(np.array([0.0, -1.0, 0.0]), ambient=0.4, diffuse=0.5, specular=0.6)
+    up, point = np.array([0.0, 1.0, 0.0]), np.zeros(3)
+    # Eye on the mirror direction: the half-vector is the normal, the peak.
+    assert overhead.highlight(up, point, np.array([0.0, 5.0, 0.0])) == pytest.approx(0.6 * 255)
+    # Eye 60 degrees off the normal: the half-vector is 30 degrees off.
+    eye = 3 * np.array([np.sin(np.pi / 3), np.cos(np.pi / 3), 0.0])
+    expected = 0.6 * 255 * np.cos(np.pi / 6) ** overhead.shininess
+    assert overhead.highlight(up, point, eye) == pytest.approx(expected)
+    # Seen from behind, lit from behind, or no specular part: nothing.
+    assert overhead.highlight(up, point, np.array([0.0, -2.0, 0.0])) == 0
+    assert overhead.highlight(-up, point, np.array([0.0, 5.0, 0.0])) == 0
+    matte = Lighting(overhead.direction, 0.4, 0.5)
+    assert matte.highlight(up, point, np.array([0.0, 5.0, 0.0])) == 0
+
+
+def test_specular_frames_add_a_highlight_that_differs_per_face_and_moves():
+    from vidssl.synth.objectron import build_scene, render_frame
+    from vidssl.synth.render import SurfaceMap
+
+    matte = SynthSpec(videos_per_class=1, frames=24, width=96, height=128, seed=3)
+    glossy = SynthSpec(**{**matte.__dict__, "specular": 0.6})
+    scene_matte, scene_glossy = build_scene(matte, "cup", 0), build_scene(glossy, "cup", 0)
+    gains = []
+    for frame in (0, 12):
+        surfaces = SurfaceMap.empty(matte.width, matte.height)
+        plain, mask = render_frame(scene_matte, matte, frame, surfaces)
+        shiny, shiny_mask = render_frame(scene_glossy, glossy, frame)
+        assert (mask == shiny_mask).all()  # geometry, and so the flow truth, is unchanged
+        assert (shiny.astype(int) >= plain.astype(int)).all()  # a highlight only adds light
+        gain = (shiny.astype(float) - plain).mean(axis=2)
+        per_face = {f: gain[surfaces.face == f].mean() for f in np.unique(surfaces.face) if f >= 0}
+        assert max(per_face.values()) - min(per_face.values()) > 5  # local, not a global shift
+        gains.append(per_face)
+    common = set(gains[0]) & set(gains[1])
+    assert max(abs(gains[0][f] - gains[1][f]) for f in common) > 5  # it moves with the camera

@@ -75,6 +75,13 @@ def synth_objectron(
         help="> 0: also write ground-truth flow of frames (0, N), (N, 2N), ... and category "
         "masks under flow/ (ingest with frame_stride N puts them into the clips).",
     ),
+    specular: float = typer.Option(
+        0.0,
+        "--specular",
+        min=0.0,
+        max=1.0,
+        help="Peak of a Blinn-Phong highlight per face (a fraction of white); 0: Lambertian.",
+    ),
 ) -> None:
     """Write a synthetic dataset in Objectron's layout (videos, .pbdata, index files, masks;
     with --flow-step, ground-truth flow and category masks)."""
@@ -87,6 +94,7 @@ def synth_objectron(
         height=height,
         seed=seed,
         flow_step=flow_step,
+        specular=specular,
         workers=workers,
     )
     truths = generate(out, spec)

@@ -110,6 +110,13 @@ class SyntheticObjectronSource(Source):
         "t + flow_step (t = 0, flow_step, ...) and per-pixel category masks, which ingest puts "
         "into the clip samples; must equal ingest.frame_stride (the kept frames' pairs)",
     )
+    specular: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="peak of a Blinn-Phong highlight (a fraction of white), flat per face, that "
+        "moves over the object as the camera orbits; 0: Lambertian shading only",
+    )
 
     @model_validator(mode="after")
     def _flow_step_below_frames(self) -> SyntheticObjectronSource:
@@ -121,12 +128,13 @@ class SyntheticObjectronSource(Source):
         return self
 
     @model_serializer(mode="wrap")
-    def _without_unset_flow_step(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """flow_step 0 is left out, so sources written before it existed dump (and digest) as
-        they did."""
+    def _without_unset_later_fields(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """flow_step 0 and specular 0 are left out, so sources written before these fields
+        existed dump (and digest) as they did."""
         dumped = handler(self)
-        if not self.flow_step:
-            dumped.pop("flow_step", None)
+        for name in ("flow_step", "specular"):
+            if not getattr(self, name):
+                dumped.pop(name, None)
         return dumped
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from vidssl.errors import InputError
 from vidssl.evaluate.metrics import cosine_similarities
+from vidssl.flow.tracks import Tracks, bilinear
 
 IGNORE_INDEX = 255
 PCK_PIXELS = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -209,44 +210,86 @@ def flow_correspondences(
     occlusion mask), finite flow, and landing inside the frame.
 
     A sequence of fields (frames p -> p+1 -> ... -> p+k, with a validity mask each or None)
-    chains them: each point moves by the next field sampled bilinearly where it has landed
-    (`vidssl.flow.tracks.bilinear`; a NaN anywhere under it, or an invalid nearest pixel,
-    invalidates the point), so the truth is p+k's position of each grid point of frame p."""
-    from vidssl.flow.tracks import bilinear
-
+    chains them (`carry_points`), so the truth is p+k's position of each grid point of frame p."""
     flows = [flow] if isinstance(flow, np.ndarray) else list(flow)
-    valids = [valid] if valid is None or isinstance(valid, np.ndarray) else list(valid)
-    valids += [None] * (len(flows) - len(valids))
     if not flows:
         raise InputError("flow_correspondences: no flow field")
     height, width = flows[0].shape[:2]
     rows, columns = np.mgrid[step // 2 : height : step, step // 2 : width : step]
-    rows, columns = rows.ravel(), columns.ravel()
-    points_a = np.stack([columns, rows], axis=1).astype(np.float64)
-    points_b = points_a.copy()
-    ok = np.ones(len(points_a), bool)
+    points_a = np.stack([columns.ravel(), rows.ravel()], axis=1).astype(np.float64)
+    points_b, ok = carry_points(points_a, flows, valid)
+    return points_a, points_b, ok
+
+
+def carry_points(
+    points: np.ndarray,
+    flows: Sequence[np.ndarray],
+    valid: np.ndarray | Sequence[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) points of frame p carried through consecutive flow fields p -> p+1 -> ... -> p+k
+    ((H, W, 2) each, with a validity mask (H, W) each or None): each step moves a point by the
+    field where it has landed, the pixel's own value at a pixel centre and bilinear in between
+    (`vidssl.flow.tracks.bilinear`; a NaN under it invalidates the point). Returns the
+    positions on frame p+k (M, 2) and whether each is valid (M,): finite, every step's mask
+    true at the nearest pixel, and inside the frame after every step."""
+    flows = list(flows)
+    valids = [valid] if valid is None or isinstance(valid, np.ndarray) else list(valid)
+    valids += [None] * (len(flows) - len(valids))
+    height, width = flows[0].shape[:2]
+    limits = np.array([width - 1, height - 1], np.float64)
+    positions = np.asarray(points, np.float64).reshape(-1, 2).copy()
+    ok = np.isfinite(positions).all(axis=1)
     for index, (field_, mask) in enumerate(zip(flows, valids, strict=True)):
         if field_.shape[:2] != (height, width):
             raise InputError(
                 f"flow_correspondences: field {index} is {field_.shape[:2]}, not {(height, width)}"
             )
-        if index == 0:
-            motion = field_[rows, columns].astype(np.float64)
-            at_rows, at_columns = rows, columns
-        else:
-            # bilinear() reads inside [0, W-1] x [0, H-1]: the half pixel beyond is clamped.
-            limits = np.array([width - 1, height - 1], np.float64)
-            inside = np.where(ok[:, None], np.clip(points_b, 0.0, limits), 0.0)
-            motion = bilinear(np.asarray(field_, np.float32), inside)
-            at_columns = np.clip(np.rint(inside[:, 0]), 0, width - 1).astype(np.intp)
-            at_rows = np.clip(np.rint(inside[:, 1]), 0, height - 1).astype(np.intp)
+        # bilinear() reads inside [0, W-1] x [0, H-1]: the half pixel beyond is clamped.
+        inside = np.where(ok[:, None], np.clip(positions, 0.0, limits), 0.0)
+        nearest = np.rint(inside).astype(np.intp)
         if mask is not None:
-            ok &= np.asarray(mask, bool)[at_rows, at_columns]
-        points_b = points_b + motion
-        ok &= np.isfinite(points_b).all(axis=1)
-        ok &= (points_b[:, 0] >= -0.5) & (points_b[:, 0] <= width - 0.5)
-        ok &= (points_b[:, 1] >= -0.5) & (points_b[:, 1] <= height - 0.5)
-    return points_a, points_b, ok
+            ok &= np.asarray(mask, bool)[nearest[:, 1], nearest[:, 0]]
+        centred = (inside == nearest).all(axis=1)
+        motion = np.empty_like(inside)
+        motion[centred] = field_[nearest[centred, 1], nearest[centred, 0]]
+        motion[~centred] = bilinear(np.asarray(field_, np.float32), inside[~centred])
+        positions = positions + motion
+        ok &= np.isfinite(positions).all(axis=1)
+        ok &= (positions[:, 0] >= -0.5) & (positions[:, 0] <= width - 0.5)
+        ok &= (positions[:, 1] >= -0.5) & (positions[:, 1] <= height - 0.5)
+    return positions, ok
+
+
+def track_errors(
+    tracks: Tracks,
+    flows: Sequence[np.ndarray | None],
+    valids: Sequence[np.ndarray | None],
+    max_steps: int,
+) -> dict[int, np.ndarray]:
+    """How far point tracks drift from the ground truth: for every frame p and every track
+    alive on it, its frame-p position carried by the true flow over k steps (`carry_points`,
+    `flows[p]` the field p -> p+1 with its validity mask, None where there is no truth)
+    against the track's own position on frame p+k, for k = 1..`max_steps`. Returns
+    {k: (N_k,) float64 distances in px} over the (track, p) whose track is still alive on
+    p+k and whose truth is valid; a k with none is left out."""
+    dense = tracks.dense()
+    found: dict[int, list[np.ndarray]] = {}
+    for start in range(tracks.num_frames - 1):
+        alive = np.flatnonzero(tracks.alive_on(start))
+        for k in range(1, max_steps + 1):
+            chain = range(start, start + k)
+            if start + k >= tracks.num_frames or any(
+                t >= len(flows) or flows[t] is None for t in chain
+            ):
+                break
+            truth, ok = carry_points(
+                dense[alive, start], [flows[t] for t in chain], [valids[t] for t in chain]
+            )
+            ok &= tracks.alive_on(start + k)[alive]
+            if ok.any():
+                drift = np.linalg.norm(dense[alive[ok], start + k] - truth[ok], axis=1)
+                found.setdefault(k, []).append(drift)
+    return {k: np.concatenate(v) for k, v in sorted(found.items())}
 
 
 # --- segmentation scores --------------------------------------------------------------------

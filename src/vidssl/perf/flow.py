@@ -13,7 +13,9 @@ flow when the generator supplies it), in one run:
 - (c) the codec's round-trip error in px (mean, max) on the bare flows, clipped to the bound
   (what the codec cannot store) and not.
 - the estimators' end-point error against the synthetic ground-truth flow (DIS and Farneback),
-  when the clips carry it.
+  when the clips carry it, and how far the stage's tracks drift from it: each track's
+  position k frames on against its start carried by the true flow (`track_errors`), k = 1..6,
+  with the share beyond 4 px (one cell of PiCo's stride-4 features: a wrong positive).
 - with a GPU: RAFT (`raft_small`, `raft_large`, weights from `--raft-weights`, a local state
   dict for `raft_large`; `raft_small` only runs with `--raft-small-weights`) batched under bf16
   autocast through the estimator, against the bare torchvision call (one pair at a time, fp32),
@@ -36,8 +38,10 @@ import numpy as np
 
 from vidssl.clips import ground_truth
 from vidssl.config import Experiment, parse_experiment
+from vidssl.evaluate.dense import track_errors
 from vidssl.flow.codec import decode_flow, encode_flow
 from vidssl.flow.estimators import build_estimator
+from vidssl.flow.tracks import TRACKS_FIELD, decode_tracks
 from vidssl.perf import save_results
 from vidssl.shards import read_split
 from vidssl.stages import flow as flow_stage
@@ -169,6 +173,50 @@ def ground_truth_epe(clips: list[tuple[dict, np.ndarray]], name: str) -> dict | 
         "outliers_over_3px": round(float(np.mean(epe > 3)), 4),
         "pixels": int(epe.size),
     }
+
+
+#: Frames over which track drift is reported, and the error that counts as a wrong positive
+#: (one cell of the stride-4 features PiCo samples).
+DRIFT_FRAMES = 6
+DRIFT_LIMIT_PX = 4.0
+
+
+def track_drift(experiment: Experiment, clips_url: str) -> dict | None:
+    """The flow stage's tracks (its cached output) against the clips' ground-truth flow:
+    per k frames tracked, how many (track, start frame) pairs, median, mean and 90th percentile
+    drift in px and the share beyond DRIFT_LIMIT_PX; None when the clips carry no truth."""
+    store = store_for(experiment)
+    tracks_prefix = store.key_of(flow_stage.run(experiment, clips_url).url)
+    drifts: dict[int, list[np.ndarray]] = {}
+    for split in experiment.flow.splits:
+        try:
+            samples = read_split(store, store.key_of(clips_url), split, split_by_node=False,
+                                 split_by_worker=False, beside=(tracks_prefix,))  # fmt: skip
+        except KeyError:  # a split the clips lack
+            continue
+        for sample in samples:
+            if TRACKS_FIELD not in sample:
+                continue
+            tracks = decode_tracks(sample[TRACKS_FIELD])
+            truths = [ground_truth(sample, p) for p in range(tracks.num_frames - 1)]
+            found = track_errors(
+                tracks, [t.flow for t in truths], [t.flow_valid for t in truths], DRIFT_FRAMES
+            )
+            for k, errors in found.items():
+                drifts.setdefault(k, []).append(errors)
+    if not drifts:
+        return None
+    out = {}
+    for k, parts in sorted(drifts.items()):
+        errors = np.concatenate(parts)
+        out[str(k)] = {
+            "pairs": int(errors.size),
+            "median_px": round(float(np.median(errors)), 3),
+            "mean_px": round(float(errors.mean()), 3),
+            "p90_px": round(float(np.percentile(errors, 90)), 3),
+            "beyond_4px": round(float(np.mean(errors > DRIFT_LIMIT_PX)), 4),
+        }
+    return out
 
 
 def raft_pairs_per_second(
@@ -365,6 +413,18 @@ def main(argv: list[str] | None = None) -> dict:
             + (f"EPE mean {epe['epe_px_mean']} px, median {epe['epe_px_median']} px"
                if epe else "no ground-truth flow in the clips")
         )  # fmt: skip
+    tracking = cfg.tracks
+    results["track_drift"] = track_drift(experiment, clips_url)
+    if results["track_drift"]:
+        print(
+            f"tracks vs ground truth (alpha {tracking.alpha:g}, beta {tracking.beta:g} px^2), "
+            "drift after k frames: "
+            + "; ".join(
+                f"k={k}: median {d['median_px']} px, p90 {d['p90_px']} px, "
+                f"{100 * d['beyond_4px']:.1f}% > 4 px"
+                for k, d in results["track_drift"].items()
+            )
+        )
     import torch
 
     if torch.cuda.is_available():

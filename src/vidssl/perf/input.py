@@ -46,7 +46,7 @@ from vidssl.perf import save_results
 from vidssl.progress import track
 from vidssl.synth.objectron import SynthSpec, build_scene, render_frame
 from vidssl.synth.shapes import CATEGORIES
-from vidssl.train.augment import SeparableGaussianBlur, flip_views, view_transform
+from vidssl.train.augment import ColorJitter, SeparableGaussianBlur, flip_views, view_transform
 from vidssl.train.data import decode_rgb, frame_box, to_tensor
 from vidssl.train.views import crop_with_padding, shared_crop_window
 from vidssl.video import encode_jpeg
@@ -70,7 +70,7 @@ def op_name(transform: torch.nn.Module) -> str:
     names = {
         v2.RandomResizedCrop: "resized_crop",
         v2.Resize: "resize",
-        v2.ColorJitter: "color_jitter",
+        ColorJitter: "color_jitter",
         v2.RandomGrayscale: "grayscale",
         SeparableGaussianBlur: "gaussian_blur",
         v2.RandomHorizontalFlip: "view_flip",

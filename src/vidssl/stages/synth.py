@@ -32,6 +32,7 @@ def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
         test_fraction=source.test_fraction,
         textures=source.textures,
         flow_step=source.flow_step,
+        specular=source.specular,
         workers=workers,
     )
 

