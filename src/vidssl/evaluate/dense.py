@@ -242,7 +242,7 @@ def carry_points(
     for index, (field_, mask) in enumerate(zip(flows, valids, strict=True)):
         if field_.shape[:2] != (height, width):
             raise InputError(
-                f"flow_correspondences: field {index} is {field_.shape[:2]}, not {(height, width)}"
+                f"carry_points: flow field {index} is {field_.shape[:2]}, not {(height, width)}"
             )
         # bilinear() reads inside [0, W-1] x [0, H-1]: the half pixel beyond is clamped.
         inside = np.where(ok[:, None], np.clip(positions, 0.0, limits), 0.0)
@@ -276,16 +276,13 @@ def track_errors(
     found: dict[int, list[np.ndarray]] = {}
     for start in range(tracks.num_frames - 1):
         alive = np.flatnonzero(tracks.alive_on(start))
+        truth, ok = dense[alive, start].astype(np.float64), np.ones(alive.size, bool)
         for k in range(1, max_steps + 1):
-            chain = range(start, start + k)
-            if start + k >= tracks.num_frames or any(
-                t >= len(flows) or flows[t] is None for t in chain
-            ):
+            step = start + k - 1  # the field from frame start + k - 1 to start + k
+            if start + k >= tracks.num_frames or step >= len(flows) or flows[step] is None:
                 break
-            truth, ok = carry_points(
-                dense[alive, start], [flows[t] for t in chain], [valids[t] for t in chain]
-            )
-            ok &= tracks.alive_on(start + k)[alive]
+            truth, carried = carry_points(truth, [flows[step]], valids[step])
+            ok &= carried & tracks.alive_on(start + k)[alive]
             if ok.any():
                 drift = np.linalg.norm(dense[alive[ok], start + k] - truth[ok], axis=1)
                 found.setdefault(k, []).append(drift)
