@@ -15,6 +15,7 @@ from vidssl.config import ConfigError, PicoMethodConfig, parse_experiment
 from vidssl.train.backbones import build_backbone
 from vidssl.train.dense import DenseEncoder, load_body_weights
 from vidssl.train.losses import pixel_info_nce, sample_features
+from vidssl.train.losses.pixel import same_point_mask
 from vidssl.train.methods import build_method, total_loss
 from vidssl.train.methods.pico import BATCH_KEYS, fixed_count, point_pairs
 
@@ -175,6 +176,58 @@ def test_pixel_info_nce_by_hand_and_a_batch_without_pairs():
     empty = torch.zeros(0, 2, requires_grad=True)
     nothing = pixel_info_nce(empty, empty.detach(), negatives, tau)
     assert float(nothing.detach()) == 0.0 and nothing.requires_grad
+
+
+def test_batch_negatives_by_hand_and_the_same_point_exclusion():
+    """With `batch_exclusion` the other pairs' keys join the queue as negatives, except those
+    excluded; excluding every one gives the queue-only loss."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    negatives = torch.tensor([[-1.0, 0.0]])
+    tau = 0.5
+    # pair 0 leaves pair 1 out (the same point); pair 2 sees both other keys
+    exclusion = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+
+    def term(positive: float, others: list[float]) -> float:
+        logits = [positive, *others]
+        return -logits[0] / tau + math.log(sum(math.exp(x / tau) for x in logits))
+
+    by_hand = (
+        term(1.0, [0.0, -1.0])  # q0: its key, k2, the queue
+        + term(1.0, [-1.0, 0.0])  # q1: its key, k2, the queue
+        + term(-0.8, [0.6, 0.8, -0.6])  # q2: its key, k0, k1, the queue
+    ) / 3
+    loss = pixel_info_nce(q, k, negatives, tau, batch_exclusion=exclusion)
+    assert float(loss) == pytest.approx(by_hand, abs=1e-6)
+    everything = torch.ones(3, 3, dtype=torch.bool)
+    queue_only = pixel_info_nce(q, k, negatives, tau)
+    assert float(pixel_info_nce(q, k, negatives, tau, everything)) == pytest.approx(
+        float(queue_only), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="True on its diagonal"):
+        pixel_info_nce(q, k, negatives, tau, torch.zeros(3, 3, dtype=torch.bool))
+
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.0], [10.0, 0.0], [0.0, 0.0]])
+    images = torch.tensor([0, 0, 0, 1])
+    mask = same_point_mask(points, images, 4.0)
+    assert mask.tolist() == [
+        [True, True, False, False],  # 3 px away: the same point; 10 px: another
+        [True, True, False, False],
+        [False, False, True, False],
+        [False, False, False, True],  # the same position in another image is a negative
+    ]
+
+
+def test_batch_negatives_reach_the_method_and_change_its_loss():
+    batch = _panning_batch()
+    losses = {}
+    for batch_negatives in (False, True):
+        model = _pico(queue_size=93, batch_negatives=batch_negatives)
+        _queue_of_real_pixels(model)
+        with torch.no_grad():
+            losses[batch_negatives] = float(model(batch)[0]["pixel_info_nce"])
+    # the same weights (seeded) and queue: more negatives, a larger loss
+    assert losses[True] > losses[False] + 0.1, losses
 
 
 # -- the method --------------------------------------------------------------------------------

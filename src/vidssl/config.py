@@ -372,6 +372,17 @@ class PicoMethodConfig(Strict):
     queue_size: int = Field(65536, gt=0, description="negative pixel keys kept from past batches")
     key_momentum: float = Field(0.999, ge=0, lt=1, description="key encoder = m key + (1-m) query")
     temperature: float = Field(0.2, gt=0)
+    batch_negatives: bool = Field(
+        False,
+        description="the keys of the batch's other point pairs are negatives too, those of the "
+        "query's own image included (not in the paper, whose negatives are the queue's)",
+    )
+    negative_exclusion_px: float = Field(
+        4.0,
+        ge=0,
+        description="with batch_negatives: a key whose anchor point is this close to the "
+        "query's, in the same anchor image, is no negative (input px; one feature cell: 4)",
+    )
     freeze_encoder: bool = Field(
         True, description="the ResNet is not trained (the paper); the FPN and heads are"
     )

@@ -8,6 +8,11 @@ embeddings of past batches (a queue), all L2-normalised:
 
 which is MoCo's InfoNCE with pixels for images (`info_nce`), averaged over the point pairs.
 
+Optionally (`batch_negatives`; not in the paper) the keys of the batch's other point pairs are
+negatives too, so a query also meets other points of its own image, which the queue of past
+batches never holds. A key whose anchor point lies in the query's anchor image within
+`exclusion_px` of the query's point is left out: it is (nearly) the same scene point.
+
 Points are (x, y) in pixels of the input image, with pixel centres at integer coordinates
 (vidssl.flow's convention: an H x W frame spans [0, W-1] x [0, H-1]). The paper maps a point to
 the feature index (x/4, y/4) of the stride-4 output; that is exact in coordinates measured from
@@ -74,13 +79,40 @@ def sample_features(
 
 
 def pixel_info_nce(
-    queries: torch.Tensor, keys: torch.Tensor, negatives: torch.Tensor, temperature: float
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float,
+    batch_exclusion: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel InfoNCE over M point pairs: `queries` (M, D) and their positive `keys` (M, D, no
-    gradient), both L2-normalised, against the queue's `negatives` (Q, D). A batch without
-    pairs gives 0, still attached to the graph (the step then changes nothing)."""
+    gradient), both L2-normalised, against the queue's `negatives` (Q, D). With
+    `batch_exclusion` (M, M) bool, the batch's keys are negatives as well, except where it is
+    True (it must be on the diagonal: a query's own key is its positive). A batch without pairs
+    gives 0, still attached to the graph (the step then changes nothing)."""
     if queries.shape != keys.shape:
         raise ValueError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} differ")
     if queries.shape[0] == 0:
         return queries.sum() * 0.0
-    return info_nce(queries, keys, negatives, temperature)
+    if batch_exclusion is None:
+        return info_nce(queries, keys, negatives, temperature)
+    count = queries.shape[0]
+    if batch_exclusion.shape != (count, count) or not bool(batch_exclusion.diagonal().all()):
+        raise ValueError(
+            f"batch_exclusion must be ({count}, {count}) and True on its diagonal, got "
+            f"{tuple(batch_exclusion.shape)}"
+        )
+    positive = (queries * keys).sum(dim=1, keepdim=True)
+    in_batch = (queries @ keys.T).masked_fill(batch_exclusion, float("-inf"))
+    logits = torch.cat([positive, in_batch, queries @ negatives.T], dim=1) / temperature
+    targets = torch.zeros(count, dtype=torch.long, device=queries.device)
+    return F.cross_entropy(logits, targets)
+
+
+def same_point_mask(
+    points: torch.Tensor, image_index: torch.Tensor, exclusion_px: float
+) -> torch.Tensor:
+    """(M, M) bool: pairs i, j whose (x, y) `points` lie in the same image (`image_index`)
+    within `exclusion_px` of each other (i == j included)."""
+    same_image = image_index[:, None] == image_index[None, :]
+    return same_image & (torch.cdist(points.float(), points.float()) <= exclusion_px)

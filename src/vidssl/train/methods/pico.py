@@ -37,6 +37,7 @@ from torch import nn
 
 from vidssl.train.dense import OUTPUT_STRIDE, DenseEncoder, dense_projection_head, load_body_weights
 from vidssl.train.losses import pixel_info_nce, sample_features
+from vidssl.train.losses.pixel import same_point_mask
 from vidssl.train.memory import (
     NegativeQueue,
     distributed,
@@ -144,7 +145,11 @@ class PiCo(Method):
             frames = batch["views"].flatten(0, 1)
             key_map = shuffled_forward(self.key, frames, splits) if splits > 1 else self.key(frames)
             keys = F.normalize(sample_features(key_map, view_xy, view_image, OUTPUT_STRIDE))
-        loss = pixel_info_nce(queries, keys, self.queue.keys.clone().detach(), self.cfg.temperature)
+        exclusion = None
+        if self.cfg.batch_negatives:
+            exclusion = same_point_mask(anchor_xy, anchor_image, self.cfg.negative_exclusion_px)
+        negatives = self.queue.keys.clone().detach()
+        loss = pixel_info_nce(queries, keys, negatives, self.cfg.temperature, exclusion)
         if distributed():
             keys = fixed_count(keys, batch["valid"].numel())
         self.queue.dequeue_and_enqueue(keys)
