@@ -3,16 +3,16 @@ embeddings beat random embeddings and the random in-category box fit on the pape
 the test queries, averaged over 3 training seeds (and every seed beats the in-category fit).
 
 The configuration was chosen on val (`make sweep SWEEP=demo`); this asserts it on test. The
-demo is itself the small run (1000 CPU steps of a small ResNet at 64 px): each seed trains in
-about 4-5 minutes on 2 cores. The bootstrap 95% intervals over test videos are printed
-(`make replicate` prints the same table)."""
+demo is itself the small run (1000 CPU steps of a small ResNet at 64 px): the three seeds train
+side by side, one process and one thread each (`--jobs 3`), as `make replicate JOBS=3` runs
+them and prints the same table with the bootstrap 95% intervals over test videos."""
 
 from __future__ import annotations
 
 import pytest
 
 from vidssl.config import load_experiment
-from vidssl.replicate import run_seed, table
+from vidssl.replicate import run_seeds, table
 
 SEEDS = (0, 1, 2)
 
@@ -24,7 +24,7 @@ def test_demo_beats_random_embeddings_and_random_in_category_fit_over_seeds(
     monkeypatch.setenv("VIDSSL_STORE_URI", f"file://{tmp_path}")
     demo = load_experiment("siampose_synthetic")
     assert demo.train.sampler.pairing == "nearby"
-    results = [run_seed(demo, seed) for seed in SEEDS]
+    results = run_seeds(demo, list(SEEDS), jobs=len(SEEDS))
     with capsys.disabled():
         print("\n" + table(results))
     mean = {key: sum(getattr(r, key) for r in results) / len(results) for key in (
@@ -36,3 +36,10 @@ def test_demo_beats_random_embeddings_and_random_in_category_fit_over_seeds(
     assert mean["trained"] > mean["in_category_fit"], results
     for result in results:
         assert result.trained > result.in_category_fit, result
+
+
+def test_replicate_refuses_fewer_than_one_job(capsys):
+    from vidssl.replicate import main
+
+    assert main(["siampose_synthetic", "--seeds", "0", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
