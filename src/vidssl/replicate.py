@@ -1,6 +1,8 @@
-"""An experiment's pose claim over training seeds: for each seed, the trained embeddings' 3D mAP
-on test next to random embeddings (the same seed's untrained encoder) and the random
-in-category box fit, with bootstrap 95% intervals over test videos of the differences.
+"""An experiment's claim over training seeds: for each seed, the trained embeddings' 3D mAP on
+test next to random embeddings (the same seed's untrained encoder) and the random in-category
+box fit, with bootstrap 95% intervals over test videos of the differences; for a dense model
+(PiCo) its correspondence on test instead (PCK and end-point error against the ground-truth
+flow, `bench.dense`, as the dense bench scores it), next to its untrained encoder's.
 
     python -m vidssl.replicate siampose_synthetic --seeds 0 1 2 [--jobs 3]
     make replicate EXP=siampose_synthetic [JOBS=3]
@@ -11,7 +13,8 @@ run spread over every core, and one seed's data loading overlaps another's compu
 stages are prepared once first, so the processes only share finished outputs. Scores depend on
 the thread count (float sums in another order), by far less than seed to seed.
 
-tests/test_demo.py asserts the default demo's ordering with it.
+tests/test_demo.py asserts the default demo's ordering with it, tests/test_pico_demo.py PiCo's
+over Static (Video).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from vidssl.config import ConfigError, Experiment, load_experiment
 from vidssl.evaluate.bootstrap import category_mean_hit_rate, difference_interval, hits
 from vidssl.evaluate.report import markdown_table
-from vidssl.store import StoreError
+from vidssl.store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,24 @@ class SeedResult:
     over_in_category: tuple[float, float, float]
 
 
-def run_seed(experiment: Experiment, seed: int) -> SeedResult:
-    """Train with `train.seed = seed`, embed, and score test queries against train frames."""
-    from vidssl.stages import bench, export, train
+@dataclass(frozen=True)
+class DenseSeedResult:
+    """A dense model's seed: correspondence scores on test (`vidssl.evaluate.dense.pck`'s
+    dict: pck_avg, pck@<t>px, epe, queries) of its maps and of its untrained encoder's."""
+
+    seed: int
+    trained: dict
+    random_embeddings: dict
+
+
+def run_seed(experiment: Experiment, seed: int) -> SeedResult | DenseSeedResult:
+    """Train with `train.seed = seed`, embed with the trained and the untrained encoder, and
+    score the test queries: against train frames by box fitting (3D mAP), or, for a dense model
+    (PiCo), by point correspondence (PCK against the ground-truth flow, `bench.dense`)."""
+    from vidssl.shards import read_manifest
+    from vidssl.stages import export, train
     from vidssl.stages.base import store_for
+    from vidssl.stages.dense_bench import is_dense_export
     from vidssl.stages.prepare import prepared_clips, training_tracks
 
     if experiment.train is None:
@@ -58,16 +75,48 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
     clips = prepared_clips(seeded)
     model = train.run(seeded, clips, tracks_url=training_tracks(seeded, clips))
     store = store_for(seeded)
-    splits = {}
-    for name, output in (
-        ("trained", export.run(seeded, clips, model_url=model.model_url)),
-        ("random", export.run(seeded, clips, baseline="random")),
-    ):
-        prefix = store.key_of(output.url)
-        splits[name] = (
-            bench.load_split(store, prefix, "train"),
-            bench.load_split(store, prefix, "test"),
+    prefixes = {
+        name: store.key_of(output.url)
+        for name, output in (
+            ("trained", export.run(seeded, clips, model_url=model.model_url)),
+            ("random", export.run(seeded, clips, baseline="random")),
         )
+    }
+    if is_dense_export(read_manifest(store, prefixes["trained"])):
+        return _correspondence(store, seeded, store.key_of(clips), prefixes)
+    return _box_fitting(store, seeded, prefixes)
+
+
+def _correspondence(
+    store: ObjectStore, seeded: Experiment, clips: str, prefixes: dict
+) -> DenseSeedResult:
+    from vidssl.shards import read_manifest
+    from vidssl.stages.dense_bench import (
+        query_split,
+        read_correspondence_truth,
+        score_correspondence,
+    )
+
+    cfg = seeded.bench.dense
+    split = query_split(read_manifest(store, clips))
+    fraction = seeded.export.dense_clip_fraction
+    truth = read_correspondence_truth(store, clips, split, cfg, clip_fraction=fraction)
+    if not truth.pairs:
+        raise ConfigError(f"{seeded.name}: the {split} clips carry no ground-truth flow to score")
+    scores = {
+        name: score_correspondence(store, prefix, split, truth, cfg)[0]
+        for name, prefix in prefixes.items()
+    }
+    return DenseSeedResult(seeded.train.seed, scores["trained"], scores["random"])
+
+
+def _box_fitting(store: ObjectStore, seeded: Experiment, prefixes: dict) -> SeedResult:
+    from vidssl.stages import bench
+
+    splits = {
+        name: (bench.load_split(store, prefix, "train"), bench.load_split(store, prefix, "test"))
+        for name, prefix in prefixes.items()
+    }
     train_split, test_split = splits["trained"]
     categories = [r["category"] for r in test_split.records]
     videos = [r["video_id"] for r in test_split.records]
@@ -80,7 +129,7 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
         return category_mean_hit_rate(per_query_hits, np.asarray(categories), np.ones(len(videos)))
 
     return SeedResult(
-        seed=seed,
+        seed=seeded.train.seed,
         trained=score(trained),
         random_embeddings=score(random),
         in_category_fit=score(in_category),  # the mean over draws: the score is linear in hits
@@ -89,33 +138,50 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult:
     )
 
 
-def run_seeds(experiment: Experiment, seeds: list[int], jobs: int = 1) -> list[SeedResult]:
-    """`run_seed` for each seed, in order; with `jobs` > 1 in that many processes at once
-    (spawned, each with `os.cpu_count() // jobs` torch threads, at least one), after the data
-    stages ran once here."""
+Result = SeedResult | DenseSeedResult
+
+
+def run_seeds(experiment: Experiment, seeds: list[int], jobs: int = 1) -> list[Result]:
+    """`run_seed` for each seed, in order (see `run_runs`)."""
+    return run_runs([(experiment, seed) for seed in seeds], jobs)
+
+
+def run_runs(runs: list[tuple[Experiment, int]], jobs: int = 1) -> list[Result]:
+    """`run_seed` for each (experiment, seed), in order; with `jobs` > 1 in that many processes
+    at once (spawned, each with `os.cpu_count() // jobs` torch threads, at least one), after
+    each experiment's data stages (clips, and tracks where it trains on them) ran once here."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    if jobs == 1 or len(seeds) == 1:
-        return [run_seed(experiment, seed) for seed in seeds]
-    from vidssl.stages.prepare import prepared_clips
+    if jobs == 1 or len(runs) == 1:
+        return [run_seed(experiment, seed) for experiment, seed in runs]
+    from vidssl.stages.prepare import prepared_clips, training_tracks
 
-    prepared_clips(experiment)  # the shared stages, before any process needs them
+    for experiment in {experiment.name: experiment for experiment, _ in runs}.values():
+        training_tracks(experiment, prepared_clips(experiment))  # before any process needs them
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_seed_with_threads, experiment, seed, threads) for seed in seeds]
+        futures = [
+            pool.submit(_run_seed_with_threads, experiment, seed, threads)
+            for experiment, seed in runs
+        ]
         return [future.result() for future in futures]
 
 
-def _run_seed_with_threads(experiment: Experiment, seed: int, threads: int) -> SeedResult:
+def _run_seed_with_threads(experiment: Experiment, seed: int, threads: int) -> Result:
     import torch
 
     torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s seed {seed}: %(message)s")
+    name = f"{experiment.name} seed {seed}"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s")
     return run_seed(experiment, seed)
 
 
-def table(results: list[SeedResult]) -> str:
+def table(results: list[Result]) -> str:
+    """The seeds' markdown table with a mean row: 3D mAP and its intervals, or PCK."""
+    if results and isinstance(results[0], DenseSeedResult):
+        return dense_table(results)  # type: ignore[arg-type]
+
     def interval(values: tuple[float, float, float]) -> str:
         return f"{values[0]:+.3f} [{values[1]:+.3f}, {values[2]:+.3f}]"
 
@@ -138,6 +204,25 @@ def table(results: list[SeedResult]) -> str:
     return markdown_table(header, rows, align="r" * len(header)) + "\n"
 
 
+def dense_table(results: list[DenseSeedResult]) -> str:
+    columns = {"pck_avg": ".3f", "pck@4px": ".3f", "epe": ".2f"}  # key: format
+    header = (
+        "seed", "trained PCK avg", "trained PCK@4px", "trained EPE px",
+        "random PCK avg", "random PCK@4px", "random EPE px",
+    )  # fmt: skip
+
+    def row(label: str, scores: list[dict], randoms: list[dict]) -> list[str]:
+        return [
+            label,
+            *(format(np.mean([s[c] for s in scores]), f) for c, f in columns.items()),
+            *(format(np.mean([s[c] for s in randoms]), f) for c, f in columns.items()),
+        ]
+
+    rows = [row(str(r.seed), [r.trained], [r.random_embeddings]) for r in results]
+    rows.append(row("mean", [r.trained for r in results], [r.random_embeddings for r in results]))
+    return markdown_table(header, rows, align="r" * len(header)) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vidssl.replicate",
@@ -157,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"# {experiment.name}: 3D mAP on test over training seeds\n\n{table(results)}")
+    what = "PCK" if results and isinstance(results[0], DenseSeedResult) else "3D mAP"
+    print(f"# {experiment.name}: {what} on test over training seeds\n\n{table(results)}")
     return 0
 
 
