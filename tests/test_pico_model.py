@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from vidssl.config import ConfigError, PicoMethodConfig, parse_experiment
 from vidssl.train.backbones import build_backbone
 from vidssl.train.dense import DenseEncoder, load_body_weights
-from vidssl.train.losses import pixel_info_nce, sample_features
-from vidssl.train.losses.pixel import same_point_mask
+from vidssl.train.losses import pixel_info_nce, same_point_mask, sample_features
 from vidssl.train.methods import build_method, total_loss
 from vidssl.train.methods.pico import BATCH_KEYS, fixed_count, point_pairs
 

@@ -2,7 +2,7 @@
 block (vidssl.train.methods)."""
 
 from vidssl.train.losses.contrastive import info_nce, nt_xent
-from vidssl.train.losses.pixel import pixel_info_nce, sample_features
+from vidssl.train.losses.pixel import pixel_info_nce, same_point_mask, sample_features
 from vidssl.train.losses.siamese import negative_cosine, simsiam_loss
 from vidssl.train.losses.triplet import triplet_margin
 
@@ -11,6 +11,7 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "pixel_info_nce",
+    "same_point_mask",
     "sample_features",
     "simsiam_loss",
     "triplet_margin",

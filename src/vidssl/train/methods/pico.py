@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.train.dense import OUTPUT_STRIDE, DenseEncoder, dense_projection_head, load_body_weights
-from vidssl.train.losses import pixel_info_nce, sample_features
-from vidssl.train.losses.pixel import same_point_mask
+from vidssl.train.losses import pixel_info_nce, same_point_mask, sample_features
 from vidssl.train.memory import (
     NegativeQueue,
     distributed,
