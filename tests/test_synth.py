@@ -210,3 +210,22 @@ def test_specular_frames_add_a_highlight_that_differs_per_face_and_moves():
         gains.append(per_face)
     common = set(gains[0]) & set(gains[1])
     assert max(abs(gains[0][f] - gains[1][f]) for f in common) > 5  # it moves with the camera
+
+
+def test_roll_turn_turns_the_camera_about_its_optical_axis_and_nothing_else():
+    from vidssl.synth.objectron import build_scene
+
+    still = SynthSpec(videos_per_class=1, frames=24, width=96, height=128, seed=3)
+    turning = SynthSpec(**{**still.__dict__, "roll_turn": 90.0})
+    a, b = build_scene(still, "cup", 0), build_scene(turning, "cup", 0)
+    assert np.array_equal(a.eyes, b.eyes) and np.array_equal(a.targets, b.targets)
+    angles = []
+    for frame in range(still.frames):
+        relative = np.linalg.inv(a.transform(frame)) @ b.transform(frame)
+        np.testing.assert_allclose(relative[:3, 3], 0, atol=1e-9)  # the same camera centre
+        np.testing.assert_allclose(relative[2, :3], [0, 0, 1], atol=1e-9)  # the same optical axis
+        angles.append(np.degrees(np.arctan2(relative[1, 0], relative[0, 0])))
+    # A steady turn, centred on the video's middle: 90 degrees from first frame to last.
+    np.testing.assert_allclose(np.abs(np.diff(angles)), 90 / (still.frames - 1), rtol=1e-6)
+    assert abs(angles[-1] - angles[0]) == pytest.approx(90)
+    assert abs(angles[0] + angles[-1]) < 1e-6

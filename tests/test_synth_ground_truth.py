@@ -340,6 +340,7 @@ def test_existing_experiments_keep_their_digests(monkeypatch):
     source = demo.dataset.source
     assert source.flow_step == 0 and "flow_step" not in source.model_dump()
     assert source.specular == 0 and "specular" not in source.model_dump()
+    assert source.roll_turn == 0 and "roll_turn" not in source.model_dump()
     synth_fields = {"source": source.model_dump()}
     assert stage_digest("synth", synth.SPEC.version, synth_fields, []) == DEMO_SYNTH_DIGEST
     fields = ingest.fields_read(demo)

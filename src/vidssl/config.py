@@ -117,6 +117,14 @@ class SyntheticObjectronSource(Source):
         description="peak of a Blinn-Phong highlight (a fraction of white), flat per face, that "
         "moves over the object as the camera orbits; 0: Lambertian shading only",
     )
+    roll_turn: float = Field(
+        0.0,
+        ge=0,
+        le=360,
+        description="degrees the camera turns about its optical axis over the video, steadily "
+        "and in its orbit's direction (an image rotation that crops and flips never draw); "
+        "0: a 3-degree tremor only",
+    )
 
     @model_validator(mode="after")
     def _flow_step_below_frames(self) -> SyntheticObjectronSource:
@@ -129,10 +137,10 @@ class SyntheticObjectronSource(Source):
 
     @model_serializer(mode="wrap")
     def _without_unset_later_fields(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """flow_step 0 and specular 0 are left out, so sources written before these fields
-        existed dump (and digest) as they did."""
+        """flow_step, specular and roll_turn 0 are left out, so sources written before these
+        fields existed dump (and digest) as they did."""
         dumped = handler(self)
-        for name in ("flow_step", "specular"):
+        for name in ("flow_step", "specular", "roll_turn"):
             if not getattr(self, name):
                 dumped.pop(name, None)
         return dumped

@@ -33,6 +33,7 @@ def synth_spec(source: SyntheticObjectronSource, workers: int = 0) -> SynthSpec:
         textures=source.textures,
         flow_step=source.flow_step,
         specular=source.specular,
+        roll_turn=source.roll_turn,
         workers=workers,
     )
 

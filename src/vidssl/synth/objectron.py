@@ -66,6 +66,7 @@ class SynthSpec:
     textures: str = "category"  # category-styled, per-instance random, or plain colours
     flow_step: int = 0  # > 0: also write flow/<sid>.npz, GT flow of frames (0, s), (s, 2s)...
     specular: float = 0.0  # > 0: Blinn-Phong highlights of this peak (a fraction of white)
+    roll_turn: float = 0.0  # degrees the camera turns about its optical axis over the video
     workers: int = 0
 
 
@@ -155,13 +156,15 @@ def build_scene(spec: SynthSpec, category: str, index: int) -> Scene:
     projection = projection_matrix(intrinsics, spec.width, spec.height)
     radius = float(np.linalg.norm(size)) / 2
     distance = 2 * radius * focal / (spec.width * rng.uniform(0.5, 0.75))
-    azimuth = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * rng.uniform(1.0, 2.4) * t
+    start_azimuth, orbit_sign = rng.uniform(0, 2 * np.pi), rng.choice([-1, 1])
+    azimuth = start_azimuth + orbit_sign * rng.uniform(1.0, 2.4) * t
     elevation = np.radians(rng.uniform(15, 40) + 8 * np.sin(2 * np.pi * t * rng.uniform(0.5, 1.5)))
     distances = distance * (
         1 + 0.12 * np.sin(2 * np.pi * t * rng.uniform(0.5, 1.5) + rng.uniform(0, 6))
     )
     target = position + np.stack([_smooth_noise(rng, n, 0.15 * radius) for _ in range(3)], axis=1)
-    roll = np.radians(_smooth_noise(rng, n, 3.0))
+    # A tremor of 3 degrees, and with `roll_turn` a steady turn with the orbit (centred).
+    roll = np.radians(_smooth_noise(rng, n, 3.0) + orbit_sign * spec.roll_turn * (t - 0.5))
     if rng.uniform() < spec.swing_probability:
         start, length = int(rng.integers(0, n - n // 5)), int(rng.integers(n // 10, n // 5 + 1))
         direction = rng.normal(size=3) * [1, 0.3, 1]
@@ -378,9 +381,9 @@ def generate(out_dir: str | os.PathLike[str], spec: SynthSpec) -> list[VideoTrut
 
 
 def spec_dict(spec: SynthSpec) -> dict:
-    """The spec's fields that decide the output (`flow_step` and `specular` only when set, so
-    specs written before they existed keep their form)."""
-    optional = ("flow_step", "specular")
+    """The spec's fields that decide the output (`flow_step`, `specular` and `roll_turn` only
+    when set, so specs written before they existed keep their form)."""
+    optional = ("flow_step", "specular", "roll_turn")
     return {
         k: v for k, v in asdict(spec).items() if k != "workers" and not (k in optional and not v)
     }
