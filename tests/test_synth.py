@@ -229,3 +229,12 @@ def test_roll_turn_turns_the_camera_about_its_optical_axis_and_nothing_else():
     np.testing.assert_allclose(np.abs(np.diff(angles)), 90 / (still.frames - 1), rtol=1e-6)
     assert abs(angles[-1] - angles[0]) == pytest.approx(90)
     assert abs(angles[0] + angles[-1]) < 1e-6
+
+
+def test_videos_shorter_than_the_tremor_filter_generate(tmp_path):
+    short = SynthSpec(
+        videos_per_class=1, frames=4, width=64, height=96, seed=1, categories=("cup",), workers=1
+    )
+    (truth,) = generate(tmp_path, short)
+    video = cv2.VideoCapture(str(tmp_path / "videos" / truth.sequence_id / "video.MOV"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 4

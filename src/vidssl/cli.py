@@ -82,6 +82,13 @@ def synth_objectron(
         max=1.0,
         help="Peak of a Blinn-Phong highlight per face (a fraction of white); 0: Lambertian.",
     ),
+    roll_turn: float = typer.Option(
+        0.0,
+        "--roll-turn",
+        min=0.0,
+        max=360.0,
+        help="Degrees the camera turns about its optical axis over each video; 0: tremor only.",
+    ),
 ) -> None:
     """Write a synthetic dataset in Objectron's layout (videos, .pbdata, index files, masks;
     with --flow-step, ground-truth flow and category masks)."""
@@ -95,6 +102,7 @@ def synth_objectron(
         seed=seed,
         flow_step=flow_step,
         specular=specular,
+        roll_turn=roll_turn,
         workers=workers,
     )
     truths = generate(out, spec)

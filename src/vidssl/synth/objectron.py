@@ -85,7 +85,8 @@ def sequence_id(category: str, index: int) -> str:
 def _smooth_noise(rng: np.random.Generator, frames: int, scale: float) -> np.ndarray:
     """A slow random walk (hand tremor), zero-mean, about `scale` in size."""
     steps = rng.normal(0, 1, size=frames)
-    walk = np.convolve(np.cumsum(steps), np.ones(9) / 9, mode="same")
+    width = min(9, frames)  # a kernel longer than the walk would lengthen it
+    walk = np.convolve(np.cumsum(steps), np.ones(width) / width, mode="same")
     walk -= walk.mean()
     return scale * walk / (np.abs(walk).max() + 1e-9)
 
