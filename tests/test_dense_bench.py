@@ -241,6 +241,11 @@ def test_oracle_maps_match_exactly_and_noise_scores_chance(dense_setup):  # type
         )
     assert oracle["queries"] == expected_queries
     assert oracle["pck@4px"] == 1.0 and oracle["pck@2px"] == 0.0
+    # Per clip (for the bootstrap over clips): the sums pool back to the benchmark's numbers.
+    for scores in (oracle, dense["noise"]["correspondence"]):
+        sums, counts = np.sum(list(scores["per_clip"].values()), axis=0)
+        assert set(scores["per_clip"]) == set(CLIPS["test"]) and counts == expected_queries
+        assert sums / counts == pytest.approx(scores["pck_avg"])
     assert oracle["epe"] == pytest.approx(1.5 * math.sqrt(2), abs=1e-6)
     noise = dense["noise"]["correspondence"]
     assert noise["queries"] == expected_queries

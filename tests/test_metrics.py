@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidssl.evaluate.bootstrap import category_mean_hit_rate, difference_interval
+from vidssl.evaluate.bootstrap import (
+    category_mean_hit_rate,
+    difference_interval,
+    pooled_difference_interval,
+)
 from vidssl.evaluate.metrics import (
     average_precision,
     category_accuracy,
@@ -140,3 +144,42 @@ def test_knn_accuracy_takes_the_benchmarks_neighbours_ties_included():
     assert knn_accuracy(train, ["b", "a", "c"], query, ["a"], k=1) == 0.0
     near = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
     assert knn_accuracy(near, ["b", "a", "c"], query, ["b"], k=2) == 1.0  # a vote each: nearest
+
+
+def test_pooled_difference_interval_agrees_with_scipys_bootstrap_over_clips():
+    """The difference of two pooled per-query means, resampling whole clips, against
+    scipy.stats.bootstrap's percentile interval of the same statistic over the same clips."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(50, 400, 12)
+    rates_a, rates_b = rng.uniform(0.2, 0.5, 12), rng.uniform(0.2, 0.5, 12)
+    clips_a = {f"c{i}": (float(rates_a[i] * n), int(n)) for i, n in enumerate(counts)}
+    clips_b = {f"c{i}": (float(rates_b[i] * n), int(n)) for i, n in enumerate(counts)}
+    difference, low, high = pooled_difference_interval(clips_a, clips_b, resamples=20000)
+    assert difference == pytest.approx(((rates_a - rates_b) * counts).sum() / counts.sum())
+    assert low < difference < high
+
+    def pooled(sums_a, sums_b, n, axis=-1):
+        return (sums_a - sums_b).sum(axis=axis) / n.sum(axis=axis)
+
+    reference = bootstrap(
+        (rates_a * counts, rates_b * counts, counts.astype(float)),
+        pooled,
+        paired=True,
+        method="percentile",
+        n_resamples=20000,
+        random_state=0,
+    ).confidence_interval
+    width = reference.high - reference.low
+    assert low == pytest.approx(reference.low, abs=0.05 * width)
+    assert high == pytest.approx(reference.high, abs=0.05 * width)
+
+
+def test_pooled_difference_interval_refuses_different_queries():
+    same = {"a": (3.0, 10), "b": (1.0, 5)}
+    assert pooled_difference_interval(same, same) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="different clips"):
+        pooled_difference_interval(same, {"a": (3.0, 10)})
+    with pytest.raises(ValueError, match="different queries"):
+        pooled_difference_interval(same, {"a": (3.0, 10), "b": (1.0, 6)})

@@ -6,6 +6,13 @@ flow, `bench.dense`, as the dense bench scores it), next to its untrained encode
 
     python -m vidssl.replicate siampose_synthetic --seeds 0 1 2 [--jobs 3]
     make replicate EXP=siampose_synthetic [JOBS=3]
+    make replicate EXP=pico_synthetic SEEDS="0 1" AGAINST=pico_static_video_synthetic JOBS=4
+
+For a dense model each seed's row carries the trained - untrained PCK avg difference with its
+95% interval over test clips (whole clips resampled: a clip's frames are not independent
+queries), and `--against` puts another dense experiment on the same data beside it: the
+difference of the two means over seeds, with its interval over clips (which does not count the
+seeds' spread; the rows show that).
 
 With `--jobs N` the seeds train in N processes at once, each with a share of the CPU's
 threads (at least one): on a small CPU, single-threaded runs side by side waste less than one
@@ -30,7 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidssl.config import ConfigError, Experiment, load_experiment
-from vidssl.evaluate.bootstrap import category_mean_hit_rate, difference_interval, hits
+from vidssl.evaluate.bootstrap import (
+    category_mean_hit_rate,
+    difference_interval,
+    hits,
+    pooled_difference_interval,
+)
 from vidssl.evaluate.report import markdown_table
 from vidssl.store import ObjectStore, StoreError
 
@@ -49,12 +61,37 @@ class SeedResult:
 
 @dataclass(frozen=True)
 class DenseSeedResult:
-    """A dense model's seed: correspondence scores on test (`vidssl.evaluate.dense.pck`'s
-    dict: pck_avg, pck@<t>px, epe, queries) of its maps and of its untrained encoder's."""
+    """A dense model's seed: correspondence scores on test (`dense_bench.score_correspondence`'s
+    dict: pck_avg, pck@<t>px, epe, queries, per_clip) of its maps and of its untrained
+    encoder's."""
 
     seed: int
     trained: dict
     random_embeddings: dict
+
+
+def dense_difference(
+    results_a: list[DenseSeedResult],
+    results_b: list[DenseSeedResult],
+    scores_a: str = "trained",
+    scores_b: str = "trained",
+) -> tuple[float, float, float]:
+    """Mean PCK avg over seeds of A's `scores_a` (trained or random_embeddings) minus B's
+    `scores_b`, scored on the same test queries, with its 95% interval over test clips (the
+    seeds' spread is what the table's rows show)."""
+    return pooled_difference_interval(
+        _mean_over_seeds(results_a, scores_a), _mean_over_seeds(results_b, scores_b)
+    )
+
+
+def _mean_over_seeds(results: list[DenseSeedResult], scores: str) -> dict[str, tuple[float, int]]:
+    """{clip: (its PCK avg sum averaged over the seeds, queries)}: every seed has the clip's
+    queries (the truth does not depend on the seed)."""
+    per_seed = [getattr(r, scores)["per_clip"] for r in results]
+    return {
+        clip: (float(np.mean([clips[clip][0] for clips in per_seed])), int(queries))
+        for clip, (_, queries) in per_seed[0].items()
+    }
 
 
 def run_seed(experiment: Experiment, seed: int) -> SeedResult | DenseSeedResult:
@@ -209,6 +246,7 @@ def dense_table(results: list[DenseSeedResult]) -> str:
     header = (
         "seed", "trained PCK avg", "trained PCK@4px", "trained EPE px",
         "random PCK avg", "random PCK@4px", "random EPE px",
+        "trained - random PCK avg (95% CI over clips)",
     )  # fmt: skip
 
     def row(label: str, scores: list[dict], randoms: list[dict]) -> list[str]:
@@ -218,8 +256,15 @@ def dense_table(results: list[DenseSeedResult]) -> str:
             *(format(np.mean([s[c] for s in randoms]), f) for c, f in columns.items()),
         ]
 
-    rows = [row(str(r.seed), [r.trained], [r.random_embeddings]) for r in results]
-    rows.append(row("mean", [r.trained for r in results], [r.random_embeddings for r in results]))
+    def interval(seeds: list[DenseSeedResult]) -> str:
+        if any("per_clip" not in r.trained for r in seeds):
+            return ""
+        difference, low, high = dense_difference(seeds, seeds, "trained", "random_embeddings")
+        return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    rows = [[*row(str(r.seed), [r.trained], [r.random_embeddings]), interval([r])] for r in results]
+    trained, randoms = [r.trained for r in results], [r.random_embeddings for r in results]
+    rows.append([*row("mean", trained, randoms), interval(results)])
     return markdown_table(header, rows, align="r" * len(header)) + "\n"
 
 
@@ -234,17 +279,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=1, help="seeds trained at once, in processes of their own"
     )
+    parser.add_argument(
+        "--against",
+        metavar="EXPERIMENT",
+        help="a dense baseline on the same data: its seeds too, and the difference of the mean "
+        "PCK avg over seeds with a 95%% interval over test clips",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
-        experiment = load_experiment(args.experiment)  # its `base:` chain resolved
-        results = run_seeds(experiment, args.seeds, args.jobs)
+        names = [args.experiment, *([args.against] if args.against else [])]
+        experiments = [load_experiment(name) for name in names]  # `base:` chains resolved
+        runs = [(experiment, seed) for experiment in experiments for seed in args.seeds]
+        results = run_runs(runs, args.jobs)
+        by_experiment = [
+            results[i * len(args.seeds) : (i + 1) * len(args.seeds)]
+            for i in range(len(experiments))
+        ]
+        for experiment, rows in zip(experiments, by_experiment, strict=True):
+            what = "PCK" if isinstance(rows[0], DenseSeedResult) else "3D mAP"
+            print(f"# {experiment.name}: {what} on test over training seeds\n\n{table(rows)}")
+        if args.against:
+            print(_comparison(experiments, by_experiment))
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    what = "PCK" if results and isinstance(results[0], DenseSeedResult) else "3D mAP"
-    print(f"# {experiment.name}: {what} on test over training seeds\n\n{table(results)}")
     return 0
+
+
+def _comparison(experiments: list[Experiment], results: list[list[Result]]) -> str:
+    if not all(isinstance(rows[0], DenseSeedResult) for rows in results):
+        raise ConfigError("--against compares dense models (PCK); both experiments must be dense")
+    try:
+        difference, low, high = dense_difference(*results)  # type: ignore[arg-type]
+    except ValueError as exc:
+        names = " and ".join(e.name for e in experiments)
+        raise ConfigError(f"{names} cannot be compared query for query: {exc}") from None
+    a, b = (e.name for e in experiments)
+    return (
+        f"{a} - {b}: {difference:+.3f} PCK avg (mean over seeds), "
+        f"95% CI over test clips [{low:+.3f}, {high:+.3f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""How sure a 3D mAP difference is: a bootstrap over test videos (frames of one video are not
-independent queries, so whole videos are resampled), each resample scored like the benchmark
-(per category the fraction of queries with IoU > 0.5, averaged over categories)."""
+"""How sure a difference between two models' scores is: a bootstrap over test videos (frames
+of one video are not independent queries, so whole videos are resampled), each resample scored
+like the benchmark. 3D mAP: per category the fraction of queries with IoU > 0.5, averaged over
+categories. A pooled per-query mean (the dense bench's PCK avg): the sum over the resampled
+clips' queries over their count."""
 
 from __future__ import annotations
 
@@ -54,5 +56,36 @@ def difference_interval(
             category_mean_hit_rate(hits_a, categories_array, weights)
             - category_mean_hit_rate(hits_b, categories_array, weights)
         )
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return difference, float(low), float(high)
+
+
+def pooled_difference_interval(
+    clips_a: dict[str, tuple[float, int]],
+    clips_b: dict[str, tuple[float, int]],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(difference, low, high): A's pooled mean minus B's on the same queries, and the 95%
+    percentile interval of that difference over resamples of the clips. Each model gives, per
+    clip, (sum of its per-query scores, number of queries); both must score the same queries."""
+    if set(clips_a) != set(clips_b):
+        raise ValueError(
+            f"the two models were scored on different clips: {sorted(set(clips_a) ^ set(clips_b))}"
+        )
+    names = sorted(clips_a)
+    sums_a = np.array([clips_a[name][0] for name in names], float)
+    sums_b = np.array([clips_b[name][0] for name in names], float)
+    counts = np.array([clips_a[name][1] for name in names], float)
+    if not np.array_equal(counts, [clips_b[name][1] for name in names]):
+        raise ValueError("the two models were scored on different queries (counts differ per clip)")
+    if counts.sum() == 0:
+        raise ValueError("no queries to compare")
+    difference = float((sums_a - sums_b).sum() / counts.sum())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), (resamples, len(names)))
+    weights = np.stack([np.bincount(row, minlength=len(names)) for row in picks]).astype(float)
+    totals = weights @ counts
+    samples = (weights @ (sums_a - sums_b))[totals > 0] / totals[totals > 0]
     low, high = np.percentile(samples, [2.5, 97.5])
     return difference, float(low), float(high)

@@ -398,6 +398,7 @@ def score_correspondence(
     valid = np.concatenate([p.valid for p in scored])
     truth_b = np.concatenate([p.points_b for p in scored])
     scores = pck(np.concatenate(matched), truth_b, valid, cfg.pck_pixels)
+    per_clip = _pck_avg_per_clip(scored, matched, cfg.pck_pixels)
     queries = max(int(valid.sum()), 1)
     chance_scores = {
         f"pck@{t:g}px": float(c / queries) for t, c in zip(cfg.pck_pixels, chance, strict=True)
@@ -406,7 +407,25 @@ def score_correspondence(
         chance_scores["pck_avg"] = float(np.mean(list(chance_scores.values())))
     gap = scored[0].gap
     result = {"truth": truth.source, "pairs": len(scored), "frame_gap": gap, **scores}
-    return {**result, "chance": chance_scores}, (examples)
+    return {**result, "chance": chance_scores, "per_clip": per_clip}, examples
+
+
+def _pck_avg_per_clip(
+    scored: list[PairTruth], matched: list[np.ndarray], pixels: list[float]
+) -> dict[str, list[float]]:
+    """{clip: [sum over its valid queries of their PCK avg, number of them]}: pooled, the
+    benchmark's PCK avg; per clip, what `bootstrap.pooled_difference_interval` resamples."""
+    per_clip: dict[str, list[float]] = {}
+    thresholds = np.asarray(pixels, float)
+    if not len(thresholds):
+        return per_clip  # no PCK avg to break down
+    for pair, matches in zip(scored, matched, strict=True):
+        errors = np.linalg.norm(matches[pair.valid] - pair.points_b[pair.valid], axis=1)
+        hits = (errors[:, None] <= thresholds[None, :]).mean(axis=1)
+        total = per_clip.setdefault(pair.clip, [0.0, 0])
+        total[0] += float(hits.sum())
+        total[1] += int(pair.valid.sum())
+    return per_clip
 
 
 def correspondence_figure(
