@@ -21,7 +21,7 @@ help:
 	@echo "make schedule EXP=... CRON='0 0 3 * * *' [NAME=...]  a recurring run on KFP_HOST"
 	@echo "make report [EXP=$(EXP)] [RUN=<run id>]            copy a run's report to build/reports/"
 	@echo "make sweep SWEEP=demo                             variants of an experiment, scored on val"
-	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2'] [JOBS=1] [AGAINST=EXP2] test scores over training seeds, bootstrap CIs"
+	@echo "make replicate [EXP=$(EXP)] [SEEDS='0 1 2'] [JOBS=1] [AGAINST=EXP2] [SPLIT=test|val] scores over training seeds, bootstrap CIs"
 	@echo "make image [TARGET=cpu|gpu] | image-lint | image-size   the component image"
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
 	@echo "make perf-store | perf-ingest | perf-train | perf-input | perf-eval | perf-flow    speed benchmarks (build/perf/)"
@@ -131,8 +131,9 @@ sweep: setup store-up
 
 SEEDS ?= 0 1 2
 JOBS ?= 1
+SPLIT ?= test
 replicate: setup store-up
-	$(WITH_STORE_ENV) $(PY) -m vidssl.replicate $(EXP) --seeds $(SEEDS) --jobs $(JOBS) $(if $(AGAINST),--against $(AGAINST))
+	$(WITH_STORE_ENV) $(PY) -m vidssl.replicate $(EXP) --seeds $(SEEDS) --jobs $(JOBS) --split $(SPLIT) $(if $(AGAINST),--against $(AGAINST))
 
 # Speed benchmarks (vidssl.perf): each prints its numbers and writes build/perf/<name>.json.
 perf-store: setup store-up

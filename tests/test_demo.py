@@ -43,3 +43,10 @@ def test_replicate_refuses_fewer_than_one_job(capsys):
 
     assert main(["siampose_synthetic", "--seeds", "0", "--jobs", "0"]) == 2
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_replicate_refuses_a_split_other_than_test_or_val(capsys):
+    from vidssl.replicate import main
+
+    assert main(["siampose_synthetic", "--seeds", "0", "--split", "train"]) == 2
+    assert "--split must be one of test, val, got 'train'" in capsys.readouterr().err

@@ -462,3 +462,21 @@ def test_frame_gap_scores_frames_k_apart_on_chained_flow_and_on_tracks(dense_set
     # Where the clip is shorter than the gap there is nothing to score.
     cfg = experiment.bench.dense.model_copy(update={"frame_gap": len(OFFSETS)})
     assert not read_correspondence_truth(store, store.key_of(clips_url), "test", cfg).pairs
+
+
+def test_replicate_scores_the_split_it_is_asked_for(dense_setup):  # type: ignore[no-untyped-def]
+    """`make replicate SPLIT=...`'s dense scoring: the test queries by default; val (to choose
+    configurations) where the clips have it, and a clear error where they have none."""
+    from vidssl.config import ConfigError
+    from vidssl.replicate import _correspondence
+
+    experiment, store, scenes, clips_url = dense_setup
+    prefixes = {
+        "trained": store.key_of(write_export(store, scenes, "exports/oracle", Scene.cell_codes)),
+        "random": store.key_of(write_export(store, scenes, "exports/noise", _noise(0))),
+    }
+    result = _correspondence(store, experiment, store.key_of(clips_url), prefixes, "test")
+    assert result.trained["pck@4px"] == 1.0 and result.random_embeddings["pck@4px"] < 0.5
+    assert set(result.trained["per_clip"]) == set(CLIPS["test"])
+    with pytest.raises(ConfigError, match="the val clips carry no ground-truth flow"):
+        _correspondence(store, experiment, store.key_of(clips_url), prefixes, "val")

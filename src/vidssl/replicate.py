@@ -7,6 +7,10 @@ flow, `bench.dense`, as the dense bench scores it), next to its untrained encode
     python -m vidssl.replicate siampose_synthetic --seeds 0 1 2 [--jobs 3]
     make replicate EXP=siampose_synthetic [JOBS=3]
     make replicate EXP=pico_synthetic SEEDS="0 1" AGAINST=pico_static_video_synthetic JOBS=4
+    make replicate EXP=pico_synthetic AGAINST=pico_static_frame_synthetic SPLIT=val
+
+`--split val` scores the val queries instead of test's (train frames stay the gallery): to
+choose a configuration over seeds, with intervals, without looking at test.
 
 For a dense model each seed's row carries the trained - untrained PCK avg difference with its
 95% interval over test clips (whole clips resampled: a clip's frames are not independent
@@ -47,6 +51,9 @@ from vidssl.evaluate.report import markdown_table
 from vidssl.store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
+
+#: Where a seed's queries come from: test to report, val to choose configurations.
+SPLITS = ("test", "val")
 
 
 @dataclass(frozen=True)
@@ -94,10 +101,13 @@ def _mean_over_seeds(results: list[DenseSeedResult], scores: str) -> dict[str, t
     }
 
 
-def run_seed(experiment: Experiment, seed: int) -> SeedResult | DenseSeedResult:
+def run_seed(
+    experiment: Experiment, seed: int, split: str = "test"
+) -> SeedResult | DenseSeedResult:
     """Train with `train.seed = seed`, embed with the trained and the untrained encoder, and
-    score the test queries: against train frames by box fitting (3D mAP), or, for a dense model
-    (PiCo), by point correspondence (PCK against the ground-truth flow, `bench.dense`)."""
+    score the `split` queries (test; val to choose configurations without looking at test):
+    against train frames by box fitting (3D mAP), or, for a dense model (PiCo), by point
+    correspondence (PCK against the ground-truth flow, `bench.dense`)."""
     from vidssl.shards import read_manifest
     from vidssl.stages import export, train
     from vidssl.stages.base import store_for
@@ -106,6 +116,7 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult | DenseSeedResult:
 
     if experiment.train is None:
         raise ConfigError(f"{experiment.name}: no train: section, nothing to train over seeds")
+    _check_split(split)
     seeded = experiment.model_copy(
         update={"train": experiment.train.model_copy(update={"seed": seed})}
     )
@@ -119,23 +130,20 @@ def run_seed(experiment: Experiment, seed: int) -> SeedResult | DenseSeedResult:
             ("random", export.run(seeded, clips, baseline="random")),
         )
     }
-    if is_dense_export(read_manifest(store, prefixes["trained"])):
-        return _correspondence(store, seeded, store.key_of(clips), prefixes)
-    return _box_fitting(store, seeded, prefixes)
+    manifest = read_manifest(store, prefixes["trained"])
+    if split not in manifest.splits:
+        raise ConfigError(f"{seeded.name}: the exports have no {split} split to score")
+    if is_dense_export(manifest):
+        return _correspondence(store, seeded, store.key_of(clips), prefixes, split)
+    return _box_fitting(store, seeded, prefixes, split)
 
 
 def _correspondence(
-    store: ObjectStore, seeded: Experiment, clips: str, prefixes: dict
+    store: ObjectStore, seeded: Experiment, clips: str, prefixes: dict, split: str
 ) -> DenseSeedResult:
-    from vidssl.shards import read_manifest
-    from vidssl.stages.dense_bench import (
-        query_split,
-        read_correspondence_truth,
-        score_correspondence,
-    )
+    from vidssl.stages.dense_bench import read_correspondence_truth, score_correspondence
 
     cfg = seeded.bench.dense
-    split = query_split(read_manifest(store, clips))
     fraction = seeded.export.dense_clip_fraction
     truth = read_correspondence_truth(store, clips, split, cfg, clip_fraction=fraction)
     if not truth.pairs:
@@ -147,11 +155,11 @@ def _correspondence(
     return DenseSeedResult(seeded.train.seed, scores["trained"], scores["random"])
 
 
-def _box_fitting(store: ObjectStore, seeded: Experiment, prefixes: dict) -> SeedResult:
+def _box_fitting(store: ObjectStore, seeded: Experiment, prefixes: dict, split: str) -> SeedResult:
     from vidssl.stages import bench
 
     splits = {
-        name: (bench.load_split(store, prefix, "train"), bench.load_split(store, prefix, "test"))
+        name: (bench.load_split(store, prefix, "train"), bench.load_split(store, prefix, split))
         for name, prefix in prefixes.items()
     }
     train_split, test_split = splits["trained"]
@@ -178,19 +186,24 @@ def _box_fitting(store: ObjectStore, seeded: Experiment, prefixes: dict) -> Seed
 Result = SeedResult | DenseSeedResult
 
 
-def run_seeds(experiment: Experiment, seeds: list[int], jobs: int = 1) -> list[Result]:
+def run_seeds(
+    experiment: Experiment, seeds: list[int], jobs: int = 1, split: str = "test"
+) -> list[Result]:
     """`run_seed` for each seed, in order (see `run_runs`)."""
-    return run_runs([(experiment, seed) for seed in seeds], jobs)
+    return run_runs([(experiment, seed) for seed in seeds], jobs, split)
 
 
-def run_runs(runs: list[tuple[Experiment, int]], jobs: int = 1) -> list[Result]:
+def run_runs(
+    runs: list[tuple[Experiment, int]], jobs: int = 1, split: str = "test"
+) -> list[Result]:
     """`run_seed` for each (experiment, seed), in order; with `jobs` > 1 in that many processes
     at once (spawned, each with `os.cpu_count() // jobs` torch threads, at least one), after
     each experiment's data stages (clips, and tracks where it trains on them) ran once here."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    _check_split(split)
     if jobs == 1 or len(runs) == 1:
-        return [run_seed(experiment, seed) for experiment, seed in runs]
+        return [run_seed(experiment, seed, split) for experiment, seed in runs]
     from vidssl.stages.prepare import prepared_clips, training_tracks
 
     for experiment in {experiment.name: experiment for experiment, _ in runs}.values():
@@ -199,19 +212,24 @@ def run_runs(runs: list[tuple[Experiment, int]], jobs: int = 1) -> list[Result]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [
-            pool.submit(_run_seed_with_threads, experiment, seed, threads)
+            pool.submit(_run_seed_with_threads, experiment, seed, threads, split)
             for experiment, seed in runs
         ]
         return [future.result() for future in futures]
 
 
-def _run_seed_with_threads(experiment: Experiment, seed: int, threads: int) -> Result:
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def _run_seed_with_threads(experiment: Experiment, seed: int, threads: int, split: str) -> Result:
     import torch
 
     torch.set_num_threads(threads)
     name = f"{experiment.name} seed {seed}"
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s")
-    return run_seed(experiment, seed)
+    return run_seed(experiment, seed, split)
 
 
 def table(results: list[Result]) -> str:
@@ -280,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=1, help="seeds trained at once, in processes of their own"
     )
     parser.add_argument(
+        "--split",
+        default="test",
+        help="queries to score: test (to report) or val (to choose configurations; train "
+        "frames stay the gallery)",
+    )
+    parser.add_argument(
         "--against",
         metavar="EXPERIMENT",
         help="a dense baseline on the same data: its seeds too, and the difference of the mean "
@@ -291,23 +315,26 @@ def main(argv: list[str] | None = None) -> int:
         names = [args.experiment, *([args.against] if args.against else [])]
         experiments = [load_experiment(name) for name in names]  # `base:` chains resolved
         runs = [(experiment, seed) for experiment in experiments for seed in args.seeds]
-        results = run_runs(runs, args.jobs)
+        results = run_runs(runs, args.jobs, args.split)
         by_experiment = [
             results[i * len(args.seeds) : (i + 1) * len(args.seeds)]
             for i in range(len(experiments))
         ]
         for experiment, rows in zip(experiments, by_experiment, strict=True):
             what = "PCK" if isinstance(rows[0], DenseSeedResult) else "3D mAP"
-            print(f"# {experiment.name}: {what} on test over training seeds\n\n{table(rows)}")
+            print(f"# {experiment.name}: {what} on {args.split} over training seeds\n")
+            print(table(rows))
         if args.against:
-            print(_comparison(experiments, by_experiment))
+            print(_comparison(experiments, by_experiment, args.split))
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _comparison(experiments: list[Experiment], results: list[list[Result]]) -> str:
+def _comparison(
+    experiments: list[Experiment], results: list[list[Result]], split: str = "test"
+) -> str:
     if not all(isinstance(rows[0], DenseSeedResult) for rows in results):
         raise ConfigError("--against compares dense models (PCK); both experiments must be dense")
     try:
@@ -318,7 +345,7 @@ def _comparison(experiments: list[Experiment], results: list[list[Result]]) -> s
     a, b = (e.name for e in experiments)
     return (
         f"{a} - {b}: {difference:+.3f} PCK avg (mean over seeds), "
-        f"95% CI over test clips [{low:+.3f}, {high:+.3f}]"
+        f"95% CI over {split} clips [{low:+.3f}, {high:+.3f}]"
     )
 
 
