@@ -84,8 +84,8 @@ def dense_difference(
     scores_b: str = "trained",
 ) -> tuple[float, float, float]:
     """Mean PCK avg over seeds of A's `scores_a` (trained or random_embeddings) minus B's
-    `scores_b`, scored on the same test queries, with its 95% interval over test clips (the
-    seeds' spread is what the table's rows show)."""
+    `scores_b`, scored on the same queries, with its 95% interval over their clips (the seeds'
+    spread is what the table's rows show)."""
     return pooled_difference_interval(
         _mean_over_seeds(results_a, scores_a), _mean_over_seeds(results_b, scores_b)
     )
@@ -162,12 +162,12 @@ def _box_fitting(store: ObjectStore, seeded: Experiment, prefixes: dict, split: 
         name: (bench.load_split(store, prefix, "train"), bench.load_split(store, prefix, split))
         for name, prefix in prefixes.items()
     }
-    train_split, test_split = splits["trained"]
-    categories = [r["category"] for r in test_split.records]
-    videos = [r["video_id"] for r in test_split.records]
-    trained = hits(bench.nearest_fit_ious(train_split, test_split, seeded))
+    train_split, queries = splits["trained"]
+    categories = [r["category"] for r in queries.records]
+    videos = [r["video_id"] for r in queries.records]
+    trained = hits(bench.nearest_fit_ious(train_split, queries, seeded))
     random = hits(bench.nearest_fit_ious(*splits["random"], seeded))
-    draws = bench.random_fit_draws(train_split, test_split, seeded)["random in-category fit"]
+    draws = bench.random_fit_draws(train_split, queries, seeded)["random in-category fit"]
     in_category = np.mean([hits(ious) for ious in draws], axis=0)
 
     def score(per_query_hits: np.ndarray) -> float:
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "--against",
         metavar="EXPERIMENT",
         help="a dense baseline on the same data: its seeds too, and the difference of the mean "
-        "PCK avg over seeds with a 95%% interval over test clips",
+        "PCK avg over seeds with a 95%% interval over the split's clips",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
