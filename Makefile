@@ -15,7 +15,7 @@ WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 .PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-train-gpu perf-input perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
-	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp]   run an experiment end to end"
+	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp] [FORCE=1]   run an experiment end to end"
 	@echo "make test                                         install and run the tests"
 	@echo "make deploy [VALUES=my-values.yaml] [NAMESPACE=kubeflow]  the Helm chart onto a cluster"
 	@echo "make schedule EXP=... CRON='0 0 3 * * *' [NAME=...]  a recurring run on KFP_HOST"
@@ -75,12 +75,14 @@ test-faults: setup data
 pipeline-compile: setup
 	$(PY) -m pipelines.run compile $(EXP)
 
+# FORCE=1 recomputes every stage (and, on KFP, submits with caching off).
+FORCE_FLAG = $(if $(filter 1 true yes,$(FORCE)),--force,)
 ifeq ($(RUNNER),local)
 pipeline-run: setup data store-up
-	$(WITH_STORE_ENV) $(PY) -m pipelines.run run $(EXP) --runner local
+	$(WITH_STORE_ENV) $(PY) -m pipelines.run run $(EXP) --runner local $(FORCE_FLAG)
 else
 pipeline-run: setup
-	$(PY) -m pipelines.run run $(EXP) --runner $(RUNNER)
+	$(PY) -m pipelines.run run $(EXP) --runner $(RUNNER) $(FORCE_FLAG)
 endif
 
 # The chart (charts/vidssl) into the current kubectl context, beside an installed Kubeflow

@@ -1,6 +1,6 @@
 """Methods: what is learned from an example. One module per method, each a `Method` registered
-for its config class (`train.method.kind` in the experiment); the trainer knows only this
-interface (after solo-learn's `solo/methods/base.py`):
+under its config's kind (`@register_method("moco")` for `train.method.kind: moco`); the trainer
+knows only this interface (after solo-learn's `solo/methods/base.py`):
 
 - `losses(batch)`: a dict of named loss terms (summed for the gradient; each logged and guarded
   by the trainer) and the projections the collapse monitor reads;
