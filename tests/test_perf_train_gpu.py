@@ -6,11 +6,14 @@ the issue notes."""
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 import torch
 import yaml
 
 from vidssl.perf import train_gpu
+from vidssl.perf.train import GpuUtilisation, parse_utilisation
 
 
 def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignore[no-untyped-def]
@@ -37,6 +40,10 @@ def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignor
         assert abs(row["images_per_second"] - 2 * row["examples_per_second"]) <= 0.2
         assert 0 <= row["data_wait_share"] <= 1
         assert row["gpu_busy_percent"] is None  # no GPU: nothing sampled
+        if row["name"].endswith(("+ compile", "+ cuda_graphs")):  # aot_eager under --smoke
+            assert row["compiled"] is True and row["graphs"] >= 1
+        elif "+" in row["name"] or "trainer" in row["name"]:
+            assert row["compiled"] is None and row["graphs"] is None
     fastest = max(
         (r for r in results["rows"] if r["name"].startswith("simsiam")),
         key=lambda r: r["examples_per_second"],
@@ -81,3 +88,55 @@ def test_smoke_run_of_pico_reports_pixels_per_second(tmp_path, monkeypatch):  # 
         expected = row["images_per_second"] * 64 * 64
         assert abs(row["pixels_per_second"] - expected) <= 0.05 * 64 * 64 + 1  # (rounding)
     assert "paper_run" not in results  # SimSiam's projection needs a SimSiam row
+
+
+def test_end_to_end_run_alone_with_a_named_setup(make_experiment, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """`--e2e ROW --minutes M` skips the rows and runs that setup alone for M minutes, then
+    projects the paper run from its sustained rate (the GPU session's long run)."""
+    torch.set_num_threads(1)
+    experiment = make_experiment({"name": "perf-gpu-e2e"})
+    path = tmp_path / "perf.yaml"
+    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
+    monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
+    monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    results = train_gpu.main(
+        ["--smoke", "--exp", str(path), "--methods", "--e2e", "simsiam: + amp",
+         "--minutes", "0.02", "--warmup", "1", "--batch", "4", "--workers", "0",
+         "--out", "e2e"]
+    )  # fmt: skip
+    assert results["rows"] == []
+    long = results["end_to_end"]
+    assert long["setup"] == "simsiam: + amp" and long["steps"] >= 1
+    assert long["seconds"] >= 0.02 * 60  # ran until the deadline, not a step count
+    projection = results["paper_run_end_to_end"]
+    assert projection["pairs_per_second"] == long["examples_per_second"]
+    assert projection["from_row"] == "simsiam: end to end"
+    assert json.loads((tmp_path / "perf" / "e2e.json").read_text())["end_to_end"] == long
+
+
+def test_e2e_needs_minutes_and_a_simsiam_row(capsys):  # type: ignore[no-untyped-def]
+    for argv, said in (
+        (["--e2e", "simsiam: + amp"], "give --minutes too"),
+        (["--e2e", "moco: + amp", "--minutes", "1"], "a SimSiam row's name"),
+    ):
+        with pytest.raises(SystemExit):
+            train_gpu.main(argv)
+        assert said in capsys.readouterr().err
+
+
+def test_nvidia_smi_utilisation_parses_numbers_and_skips_not_available():
+    assert parse_utilisation("57\n") == 57.0
+    assert parse_utilisation(" 100 \n3\n") == 100.0  # the first GPU listed: --id picks ours
+    assert parse_utilisation("[N/A]\n") is None  # MIG slices
+    assert parse_utilisation("") is None
+
+
+def test_gpu_busy_averages_the_timed_window_alone():
+    """Samples taken while the loader starts or the step compiles (the GPU idle by design)
+    must not dilute a row's GPU busy share."""
+    busy = GpuUtilisation(interval=3600.0)  # no sample is taken by the thread in this test
+    with busy:
+        busy.samples[:] = [(1.0, 0.0), (2.0, 0.0), (10.0, 90.0), (11.0, 100.0), (20.0, 0.0)]
+    assert busy.mean_between(10.0, 11.0) == 95.0
+    assert busy.mean == 38.0
+    assert math.isnan(busy.mean_between(12.0, 13.0))

@@ -227,10 +227,13 @@ def raft_pairs_per_second(
     pairs: int,
     device: str = "cuda",
     bare_pairs: int = 40,
+    precisions: tuple[str, ...] = ("bf16", "fp32"),
 ) -> dict:
     """Frame pairs/s of RAFT `variant` at the frames' size: through the estimator (batched,
-    bf16 autocast, numpy in and out) and through the bare torchvision call (one pair, fp32,
-    tensors already on the device), each after one warm-up call."""
+    numpy in and out) at each of `precisions` (the first is the stage's: bf16 autocast; fp32
+    batched separates what batching gives from what the precision gives) and through the bare
+    torchvision call (one pair, fp32, tensors already on the device), each after one warm-up
+    call."""
     import torch
     from torchvision.models import optical_flow
 
@@ -240,17 +243,22 @@ def raft_pairs_per_second(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    estimator = build_estimator(variant, weights, device, batch_size=batch_size)
     first, second = frames[:-1], frames[1:]
     count = len(first)
-    estimator(first[:batch_size], second[:batch_size])  # warm-up: cuDNN picks its kernels
-    synchronize()
-    started = time.perf_counter()
-    done = 0
-    while done < pairs:
-        estimator(first, second)
-        done += count
-    ours = done / (time.perf_counter() - started)
+    rates = {}
+    for precision in precisions:
+        estimator = build_estimator(
+            variant, weights, device, batch_size=batch_size, precision=precision
+        )
+        estimator(first[:batch_size], second[:batch_size])  # warm-up: allocator, kernels
+        synchronize()
+        started = time.perf_counter()
+        done = 0
+        while done < pairs:
+            estimator(first, second)
+            done += count
+        rates[precision] = round(done / (time.perf_counter() - started), 1)
+        del estimator
 
     model = getattr(optical_flow, variant)(weights=None, progress=False)
     model.load_state_dict(load_raft_weights(variant, weights))
@@ -267,13 +275,31 @@ def raft_pairs_per_second(
             model(images[j : j + 1], images[j + 1 : j + 2])
         synchronize()
         bare = bare_pairs / (time.perf_counter() - started)
+    ours = rates[precisions[0]]
     return {
-        "estimator_pairs_per_second": round(ours, 1),
+        "estimator_pairs_per_second": ours,
+        "estimator_precision": precisions[0],
+        "estimator_pairs_per_second_by_precision": rates,
         "bare_torchvision_pairs_per_second": round(bare, 1),
         "speedup": round(ours / bare, 2),
+        "batching_speedup_fp32": round(rates["fp32"] / bare, 2) if "fp32" in rates else None,
         "batch_size": batch_size,
         "size": list(frames.shape[1:3]),
     }
+
+
+def raft_line(variant: str, numbers: dict) -> str:
+    """One RAFT result as the benchmark prints it."""
+    by_precision = ", ".join(
+        f"{rate} {precision}"
+        for precision, rate in numbers["estimator_pairs_per_second_by_precision"].items()
+    )
+    height, width = numbers["size"]
+    return (
+        f"{variant} {height}x{width}, batch {numbers['batch_size']}: {by_precision} pairs/s "
+        f"through the estimator vs {numbers['bare_torchvision_pairs_per_second']} bare "
+        f"torchvision (one pair, fp32): {numbers['speedup']}x"
+    )
 
 
 def random_raft_weights(variant: str, folder: Path) -> str:
@@ -432,11 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["raft"]["device"] = torch.cuda.get_device_name()
         for variant, numbers in results["raft"].items():
             if isinstance(numbers, dict):
-                print(
-                    f"{variant} {RAFT_SIZE[0]}x{RAFT_SIZE[1]}: "
-                    f"{numbers['estimator_pairs_per_second']} pairs/s batched (bf16) vs "
-                    f"{numbers['bare_torchvision_pairs_per_second']} bare torchvision"
-                )
+                print(raft_line(variant, numbers))
     else:
         print("no GPU on this machine: the RAFT comparison needs one (--raft-weights FILE)")
     save_results("flow", results)

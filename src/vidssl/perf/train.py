@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
+from typing import NamedTuple
 
 import torch
 
@@ -76,35 +77,91 @@ def loader_images_per_second(experiment: Experiment, clips_url: str, batches: in
 
 
 class GpuUtilisation:
-    """Mean GPU utilisation (%) sampled from nvidia-smi while the block runs."""
+    """GPU utilisation (%) sampled every `interval` s while the block runs, through NVML
+    (`pynvml`, nvidia-ml-py) where it imports, else `nvidia-smi`. Each sample keeps its time, so
+    a measurement can average over its timed window alone (`mean_between`), leaving out loader
+    start-up and compilation, when the GPU idles by design."""
+
+    def __init__(self, interval: float = 0.5, device_index: int | None = None) -> None:
+        self.interval = interval
+        if device_index is None and torch.cuda.is_available():
+            device_index = torch.cuda.current_device()
+        self.device_index = device_index or 0
 
     def __enter__(self) -> GpuUtilisation:
-        self.samples: list[float] = []
+        self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
+        self._read = self._nvml_reader() or self._smi_reader
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
+    def _nvml_reader(self):  # type: ignore[no-untyped-def]
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+        except Exception:  # no pynvml, or NVML unusable here: nvidia-smi instead
+            return None
+        return lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+    def _smi_reader(self) -> float | None:
+        out = subprocess.run(
+            ["nvidia-smi", f"--id={self.device_index}", "--query-gpu=utilization.gpu",
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return parse_utilisation(out.stdout) if out.returncode == 0 else None
+
     def _sample(self) -> None:
-        while not self._stop.wait(0.5):
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if out.returncode == 0 and out.stdout.strip():
-                self.samples.append(float(out.stdout.split()[0]))
+        while not self._stop.wait(self.interval):
+            try:
+                value = self._read()
+            except Exception:  # one failed read must not end the sampling
+                value = None
+            if value is not None:
+                self.samples.append((time.perf_counter(), value))
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
 
+    def mean_between(self, start: float, end: float = float("inf")) -> float:
+        """Mean of the samples taken in [start, end] (perf_counter times); NaN if none."""
+        values = [value for at, value in self.samples if start <= at <= end]
+        return sum(values) / len(values) if values else float("nan")
+
     @property
     def mean(self) -> float:
-        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+        return self.mean_between(float("-inf"))
 
 
-def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: int) -> float:
-    """The same model and batch, fp32, default memory format, PIL transforms (v1)."""
+def parse_utilisation(text: str) -> float | None:
+    """nvidia-smi's `utilization.gpu` (csv, noheader, nounits) as a number; None where it
+    reads `[N/A]` (MIG slices, some virtualised GPUs) or is empty."""
+    first = text.strip().split("\n")[0].strip() if text.strip() else ""
+    try:
+        return float(first)
+    except ValueError:
+        return None
+
+
+class TimedLoop(NamedTuple):
+    """A timed loop's rate, its timed steps and their window's perf_counter times."""
+
+    images_per_second: float
+    steps: int
+    start: float
+    end: float
+
+
+def plain_loop_images_per_second(
+    experiment: Experiment, clips_url: str, steps: int, seconds: float = float("inf"),
+    warmup: int = 5,
+) -> TimedLoop:  # fmt: skip
+    """The same model and batch, fp32, default memory format, PIL transforms (v1): images/s over
+    `steps` steps after `warmup`, or over as many as fit in `seconds`."""
     from PIL import Image
     from torch.utils.data import DataLoader, IterableDataset
     from torchvision import transforms as T
@@ -151,18 +208,24 @@ def plain_loop_images_per_second(experiment: Experiment, clips_url: str, steps: 
     model = build_method(cfg).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     loader = iter(DataLoader(PilPairs(), batch_size=cfg.batch_size, num_workers=cfg.loader_workers))
-    for step in range(5 + steps):
-        if step == 5:
+    timed = 0
+    started = float("inf")
+    for step in range(warmup + steps):
+        if step == warmup:
             torch.cuda.synchronize()
             started = time.perf_counter()
+        elif step > warmup and time.perf_counter() - started >= seconds:
+            break
         first, second = (v.to(device) for v in next(loader))
         losses, _ = model({"first": first, "second": second})
         loss = total_loss(losses)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        timed += step >= warmup
     torch.cuda.synchronize()
-    return steps * cfg.batch_size * 2 / (time.perf_counter() - started)
+    ended = time.perf_counter()
+    return TimedLoop(timed * cfg.batch_size * 2 / (ended - started), timed, started, ended)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -216,7 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         with GpuUtilisation() as ours_util:
             ours = trainer_images_per_second(gpu_demo, clips_url, args.gpu_steps)
         with GpuUtilisation() as plain_util:
-            plain = plain_loop_images_per_second(gpu_demo, clips_url, args.gpu_steps)
+            loop = plain_loop_images_per_second(gpu_demo, clips_url, args.gpu_steps)
+        plain = loop.images_per_second
         results["gpu"] = {
             "device": torch.cuda.get_device_name(),
             "trainer_images_per_second": round(ours, 1),

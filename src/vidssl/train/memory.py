@@ -64,14 +64,11 @@ class NegativeQueue(nn.Module):
         size, count = self.keys.shape[0], keys.shape[0]
         if count > size:
             keys, count = keys[-size:], size
-        start = int(self.pointer)
-        end = start + count
-        if end <= size:
-            self.keys[start:end] = keys
-        else:  # wrap around: MoCo asks size % batch == 0; we do not
-            self.keys[start:] = keys[: size - start]
-            self.keys[: end - size] = keys[size - start :]
-        self.pointer.fill_(end % size)
+        # Slots pointer, pointer + 1, ... modulo size (wrapping around: MoCo asks size % batch
+        # == 0; we do not), computed on the device: no host sync, no graph break under compile.
+        slots = (self.pointer + torch.arange(count, device=self.keys.device)) % size
+        self.keys.index_copy_(0, slots, keys)
+        self.pointer.copy_((self.pointer + count) % size)
 
 
 @torch.no_grad()
