@@ -12,7 +12,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 # Reads the local S3 server's endpoint and generated credentials into the recipe's environment.
 WITH_STORE_ENV := set -a && . ./$(STORE_DIR)/env && set +a &&
 
-.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-train-gpu perf-input perf-eval perf-flow bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
+.PHONY: setup tools system-packages deploy schedule image image-lint image-size test test-faults lint store-up store-down pipeline-compile pipeline-run report sweep replicate data perf-store perf-ingest perf-train perf-train-gpu perf-input perf-eval perf-flow gpu-carry bench-store bench-ingest bench-train bench-eval siampose-curve-data clean help
 
 help:
 	@echo "make pipeline-run [EXP=$(EXP)] [RUNNER=local|kfp] [FORCE=1]   run an experiment end to end"
@@ -26,6 +26,7 @@ help:
 	@echo "make setup | lint | store-up | store-down | pipeline-compile | data"
 	@echo "make perf-store | perf-ingest | perf-train | perf-input | perf-eval | perf-flow    speed benchmarks (build/perf/)"
 	@echo "make perf-train-gpu [GPU_ARGS=...]                  GPU training speed, switch by switch (a GPU node)"
+	@echo "make gpu-carry                                      .gpu/ for a lent GPU machine (scripts/gpu-session.sh there)"
 	@echo "make siampose-curve-data [EXP=$(EXP)]               frames + records for the GPU pose curve"
 
 setup: $(SETUP_STAMP) tools
@@ -161,6 +162,11 @@ perf-eval: setup
 
 # The flow stage against the bare estimator, tracking's share, the codec's error; RAFT on a GPU
 # (FLOW_ARGS='--raft-weights raft_large.pth', or --raft-random-weights to time it alone).
+# What a lent GPU machine (offline, its own CUDA PyTorch) needs beside the working tree: .gpu/
+# (wheels, the S3 server's binary, generated protobuf modules); scripts/gpu-session.sh runs there.
+gpu-carry: setup
+	bash scripts/gpu-carry.sh
+
 perf-flow: setup store-up
 	$(WITH_STORE_ENV) $(PY) -m vidssl.perf.flow $(FLOW_ARGS)
 
