@@ -39,6 +39,13 @@ with_store() {
 }
 
 setup() {
+    for needed in "$CARRY/wheels" "$CARRY/weed.xz" "$CARRY/schema"; do
+        test -e "$needed" || {
+            echo "gpu-session: $needed missing: run 'make gpu-carry' where pip works, and" \
+                "carry $CARRY with every call" >&2
+            exit 1
+        }
+    done
     if [ ! -f "$SITE/.installed" ]; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$SITE" "$CARRY"/wheels/*.whl
@@ -52,6 +59,7 @@ with lzma.open(sys.argv[1]) as packed, open(sys.argv[2], 'wb') as out:
     "$PY" -c "import sys; from vidssl.store import seaweed; seaweed.start(sys.argv[1])" \
         "$STATE/store"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    df -h /dev/shm || true  # loader workers hand batches over through it
     with_store "$PY" scripts/gpu_prepare.py ${PICO:+--pico "$PICO"}
 }
 
