@@ -113,7 +113,8 @@ def shuffled_forward(
     if distributed():
         shuffled, restore = batch_shuffle_ddp(x)
         return batch_unshuffle_ddp(network(shuffled), restore)
-    order = torch.randperm(x.shape[0], generator=generator, device="cpu").to(x.device)
+    device = generator.device if generator is not None else x.device  # no host round trip
+    order = torch.randperm(x.shape[0], generator=generator, device=device).to(x.device)
     out = split_forward(network, x[order], splits)
     return out[torch.argsort(order)]
 

@@ -78,10 +78,14 @@ def fixed_count(
 ) -> torch.Tensor:
     """`count` keys from `keys` (drawn with replacement; random unit vectors if there are none):
     every rank then enqueues as many keys, which the queue's all-gather needs under DDP."""
+    # Drawn on the generator's device, else the keys' (the same draws as before on the CPU; on
+    # CUDA no host round trip inside the compiled step).
+    device = generator.device if generator is not None else keys.device
     if keys.shape[0] == 0:
-        return F.normalize(torch.randn(count, keys.shape[1], generator=generator), dim=1).to(keys)
-    picks = torch.randint(keys.shape[0], (count,), generator=generator).to(keys.device)
-    return keys[picks]
+        noise = torch.randn(count, keys.shape[1], generator=generator, device=device)
+        return F.normalize(noise, dim=1).to(keys)
+    picks = torch.randint(keys.shape[0], (count,), generator=generator, device=device)
+    return keys[picks.to(keys.device)]
 
 
 @register_method("pico")
