@@ -16,17 +16,23 @@ from vidssl.perf import train_gpu
 from vidssl.perf.train import GpuUtilisation, parse_utilisation
 
 
-def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignore[no-untyped-def]
-    make_experiment, tmp_path, monkeypatch
-):
+def experiment_file(experiment, tmp_path, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """The experiment as a YAML file the driver loads, its store and results folder set, one
+    torch thread (as the driver runs rows one after another)."""
     torch.set_num_threads(1)
-    experiment = make_experiment({"name": "perf-gpu"})
     path = tmp_path / "perf.yaml"
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
     monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
     monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    return str(path)
+
+
+def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignore[no-untyped-def]
+    make_experiment, tmp_path, monkeypatch
+):
+    path = experiment_file(make_experiment({"name": "perf-gpu"}), tmp_path, monkeypatch)
     results = train_gpu.main(
-        ["--smoke", "--exp", str(path), "--steps", "2", "--warmup", "1", "--batch", "4",
+        ["--smoke", "--exp", path, "--steps", "2", "--warmup", "1", "--batch", "4",
          "--workers", "0"]
     )  # fmt: skip
     names = [row["name"] for row in results["rows"]]
@@ -72,14 +78,10 @@ def test_smoke_run_of_pico_reports_pixels_per_second(tmp_path, monkeypatch):  # 
     from tests.conftest import build_experiment
     from tests.test_train_tracks import PICO
 
-    torch.set_num_threads(1)
     experiment = build_experiment(f"file://{tmp_path / 'store'}", **PICO)
-    path = tmp_path / "pico.yaml"
-    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
-    monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
-    monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    path = experiment_file(experiment, tmp_path, monkeypatch)
     results = train_gpu.main(
-        ["--smoke", "--exp", str(path), "--methods", "--pico", str(path), "--steps", "2",
+        ["--smoke", "--exp", path, "--methods", "--pico", path, "--steps", "2",
          "--warmup", "1", "--batch", "4", "--workers", "0"]
     )  # fmt: skip
     names = [row["name"] for row in results["rows"]]
@@ -93,14 +95,9 @@ def test_smoke_run_of_pico_reports_pixels_per_second(tmp_path, monkeypatch):  # 
 def test_end_to_end_run_alone_with_a_named_setup(make_experiment, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """`--e2e ROW --minutes M` skips the rows and runs that setup alone for M minutes, then
     projects the paper run from its sustained rate (the GPU session's long run)."""
-    torch.set_num_threads(1)
-    experiment = make_experiment({"name": "perf-gpu-e2e"})
-    path = tmp_path / "perf.yaml"
-    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json")))
-    monkeypatch.setenv("VIDSSL_STORE_URI", experiment.store.uri)
-    monkeypatch.setenv("VIDSSL_PERF_DIR", str(tmp_path / "perf"))
+    path = experiment_file(make_experiment({"name": "perf-gpu-e2e"}), tmp_path, monkeypatch)
     results = train_gpu.main(
-        ["--smoke", "--exp", str(path), "--methods", "--e2e", "simsiam: + amp",
+        ["--smoke", "--exp", path, "--methods", "--e2e", "simsiam: + amp",
          "--minutes", "0.02", "--warmup", "1", "--batch", "4", "--workers", "0",
          "--out", "e2e"]
     )  # fmt: skip
