@@ -6,14 +6,16 @@
 #
 #   bash scripts/gpu-session.sh setup       wheels, S3 server binary, protobuf modules; the local
 #                                           S3 server up; both demos' data and PiCo's tracks
-#   bash scripts/gpu-session.sh train       perf-train-gpu's rows: SimSiam, MoCo-v2, PiCo
+#   bash scripts/gpu-session.sh train       perf-train-gpu's rows of METHODS (simsiam, moco, pico)
 #   bash scripts/gpu-session.sh flow        perf-flow: RAFT batched (bf16, fp32) vs bare torchvision
 #   bash scripts/gpu-session.sh e2e-start   the end-to-end SimSiam run, detached, MINUTES long
 #   bash scripts/gpu-session.sh e2e-wait    wait up to WAIT s for it; its results come back
 #
-# Settings (environment): METHODS ("simsiam moco"), PICO (pico_synthetic; empty: no PiCo rows),
-# ROW_SECONDS (20), WARMUP (10), BATCH (256), NAME (train_gpu: the rows' results file), E2E (the
-# end-to-end run's row, default the fastest SimSiam row so far), MINUTES (10), WAIT (540). Results: JSON files in $OUT (the device
+# Settings (environment): METHODS ("simsiam"; one method a call fits its 10 minutes), PICO (the
+# experiment whose data and tracks PiCo's rows use: pico_synthetic; empty: setup makes none),
+# ROW_SECONDS (20), WARMUP (10), BATCH (256), NAME (train_gpu_<methods>: the rows' results file),
+# CALL_SECONDS (560: train stops then, keeping its finished rows), E2E (the end-to-end run's row,
+# default the fastest SimSiam row so far), MINUTES (10), WAIT (540). Results: JSON files in $OUT (the device
 # tool's folder that comes back; build/gpu/out elsewhere). SMOKE=1 runs every step on a CPU with
 # tiny models (checks this script; PY and SITE point at a local interpreter and wheel folder).
 set -euo pipefail
@@ -24,17 +26,22 @@ CARRY=${CARRY:-.gpu}
 STATE=${STATE:-build/gpu}
 OUT=${OUT:-$STATE/out}
 mkdir -p "$STATE/bin" "$STATE/perf" "$OUT"
+STATE=$(cd "$STATE" && pwd)
 export PYTHONPATH="$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export PATH="$PWD/$STATE/bin:$PATH" VIDSSL_STORE_URI=s3://vidssl
+export PATH="$STATE/bin:$PATH" VIDSSL_STORE_URI=s3://vidssl
 PICO=${PICO-pico_synthetic}
 SMOKE_ARGS=()
 if [ "${SMOKE:-0}" = 1 ]; then
     SMOKE_ARGS=(--smoke --batch 4 --workers 0)
 fi
 
-with_store() {
-    test -f "$STATE/store/env" || { echo "gpu-session: no local S3 server: run setup" >&2; exit 1; }
-    set -a && . "$STATE/store/env" && set +a
+with_store() {  # the local S3 server (started, or found running) and its environment, then "$@"
+    test -x "$STATE/bin/weed" || { echo "gpu-session: no S3 server binary: run setup" >&2; exit 1; }
+    "$PY" -c "import sys; from vidssl.store import seaweed; seaweed.start(sys.argv[1])" \
+        "$STATE/store"
+    set -a
+    . "$STATE/store/env"
+    set +a
     "$@"
 }
 
@@ -51,27 +58,41 @@ setup() {
             --target "$SITE" "$CARRY"/wheels/*.whl
         touch "$SITE/.installed"
     fi
-    test -x "$STATE/bin/weed" || "$PY" -c "import lzma, shutil, sys
+    if [ ! -x "$STATE/bin/weed" ]; then  # unpacked beside, then moved: never half a binary
+        "$PY" -c "import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as packed, open(sys.argv[2], 'wb') as out:
-    shutil.copyfileobj(packed, out)" "$CARRY/weed.xz" "$STATE/bin/weed"
-    chmod +x "$STATE/bin/weed"
+    shutil.copyfileobj(packed, out)" "$CARRY/weed.xz" "$STATE/bin/weed.part"
+        chmod +x "$STATE/bin/weed.part" && mv "$STATE/bin/weed.part" "$STATE/bin/weed"
+    fi
     cp "$CARRY"/schema/*_pb2.py src/vidssl/objectron/schema/
-    "$PY" -c "import sys; from vidssl.store import seaweed; seaweed.start(sys.argv[1])" \
-        "$STATE/store"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     df -h /dev/shm || true  # loader workers hand batches over through it
     with_store "$PY" scripts/gpu_prepare.py ${PICO:+--pico "$PICO"}
 }
 
 train() {
-    local methods pico=()
-    read -r -a methods <<< "${METHODS-simsiam moco}"
-    if [ -n "$PICO" ]; then pico=(--pico "$PICO"); fi
-    with_store env VIDSSL_PERF_DIR="$OUT" "$PY" -m vidssl.perf.train_gpu \
-        --methods "${methods[@]}" "${pico[@]}" --row-seconds "${ROW_SECONDS:-20}" \
-        --warmup "${WARMUP:-10}" --batch "${BATCH:-256}" --out "${NAME:-train_gpu}" \
-        "${SMOKE_ARGS[@]}"
-    cp "$OUT/${NAME:-train_gpu}.json" "$STATE/perf/"
+    local wanted methods=() pico=() name status=0
+    read -r -a wanted <<< "${METHODS:-simsiam}"
+    for method in "${wanted[@]}"; do
+        if [ "$method" = pico ]; then
+            test -n "$PICO" || { echo "gpu-session: METHODS=pico needs PICO=EXP" >&2; exit 1; }
+            pico=(--pico "$PICO")
+        else
+            methods+=("$method")
+        fi
+    done
+    name=${NAME:-train_gpu_$(IFS=_; echo "${wanted[*]}")}
+    case "$name" in train_gpu*) ;; *) echo "gpu-session: NAME must start with train_gpu" >&2; exit 1 ;; esac
+    # Rows are saved in build/gpu/perf as each finishes; the call's limit must not lose them.
+    with_store env VIDSSL_PERF_DIR="$STATE/perf" timeout "${CALL_SECONDS:-560}" \
+        "$PY" -m vidssl.perf.train_gpu --methods "${methods[@]}" "${pico[@]}" \
+        --row-seconds "${ROW_SECONDS:-20}" --warmup "${WARMUP:-10}" --batch "${BATCH:-256}" \
+        --out "$name" "${SMOKE_ARGS[@]}" || status=$?
+    cp "$STATE/perf/$name.json" "$OUT/" 2>/dev/null || true
+    if [ "$status" != 0 ]; then
+        echo "gpu-session: train ended with status $status (124: CALL_SECONDS); finished rows kept" >&2
+    fi
+    return "$status"
 }
 
 flow() {
@@ -96,8 +117,8 @@ e2e_start() {
     fi
     echo "end to end for ${MINUTES:-10} min: $row"
     rm -f "$STATE/perf/train_gpu_e2e.json"
-    set -a && . "$STATE/store/env" && set +a
-    VIDSSL_PERF_DIR="$PWD/$STATE/perf" setsid nohup "$PY" -m vidssl.perf.train_gpu --methods \
+    with_store true
+    VIDSSL_PERF_DIR="$STATE/perf" setsid nohup "$PY" -m vidssl.perf.train_gpu --methods \
         --e2e "$row" --minutes "${MINUTES:-10}" --warmup "${WARMUP:-10}" \
         --batch "${BATCH:-256}" --out train_gpu_e2e "${SMOKE_ARGS[@]}" \
         > "$STATE/e2e.log" 2>&1 < /dev/null &

@@ -61,6 +61,8 @@ def test_smoke_run_measures_every_row_and_projects_the_paper_run(  # type: ignor
 
 
 def test_row_names_give_back_their_settings():
+    for name in train_gpu.E2E_SETUPS:  # every setup --e2e accepts is one rows_for measures
+        assert train_gpu._settings_of(name)["input"] in ("cpu", "gpu")
     assert train_gpu._settings_of("simsiam: trainer, CPU input") == {
         **train_gpu.ALL_OFF,
         "input": "cpu",
@@ -111,10 +113,13 @@ def test_end_to_end_run_alone_with_a_named_setup(make_experiment, tmp_path, monk
     assert json.loads((tmp_path / "perf" / "e2e.json").read_text())["end_to_end"] == long
 
 
-def test_e2e_needs_minutes_and_a_simsiam_row(capsys):  # type: ignore[no-untyped-def]
+def test_bad_arguments_are_refused_before_any_row(capsys):  # type: ignore[no-untyped-def]
     for argv, said in (
         (["--e2e", "simsiam: + amp"], "give --minutes too"),
-        (["--e2e", "moco: + amp", "--minutes", "1"], "a SimSiam row's name"),
+        (["--e2e", "moco: + amp", "--minutes", "1"], "one of the SimSiam trainer rows"),
+        (["--e2e", "simsiam: + bogus", "--minutes", "1"], "one of the SimSiam trainer rows"),
+        (["--e2e", "simsiam: plain fp32 loop", "--minutes", "1"], "SimSiam trainer rows"),
+        (["--steps", "0"], "at least 1 step"),
     ):
         with pytest.raises(SystemExit):
             train_gpu.main(argv)

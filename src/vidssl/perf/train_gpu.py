@@ -46,6 +46,12 @@ from vidssl.train.trainer import Trainer
 #: The step switches, in the order they are added (each row keeps the ones before it).
 SWITCHES = ("amp", "channels_last", "fused_optimizer", "compile", "cuda_graphs")
 ALL_OFF = {switch: False for switch in SWITCHES}
+#: The rows an end-to-end run can take its setup from (`--e2e`): SimSiam through the trainer.
+E2E_SETUPS = (
+    "simsiam: trainer, CPU input",
+    "simsiam: trainer, GPU input",
+    *(f"simsiam: + {switch}" for switch in SWITCHES),
+)
 
 
 @dataclass
@@ -309,12 +315,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="train_gpu", help="results name under build/perf/")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run: checks the driver")
     args = parser.parse_args(argv)
-    if args.warmup < 1:
-        parser.error("--warmup: at least 1 step")
+    if args.warmup < 1 or args.steps < 1 or args.row_seconds <= 0:
+        parser.error("--warmup and --steps: at least 1 step; --row-seconds: above 0")
     if args.e2e and not args.minutes:
         parser.error("--e2e names the end-to-end run's setup: give --minutes too")
-    if args.e2e and not args.e2e.startswith("simsiam: "):
-        parser.error(f"--e2e {args.e2e!r}: a SimSiam row's name, as the table prints it")
+    if args.e2e and args.e2e not in E2E_SETUPS:
+        parser.error(f"--e2e {args.e2e!r}: one of the SimSiam trainer rows: {list(E2E_SETUPS)}")
     if not torch.cuda.is_available() and not args.smoke:
         print("no GPU on this machine: make perf-train-gpu needs one (--smoke checks the driver)")
         return {}
