@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from vidssl.config import ConfigError, Experiment, load_experiment
 from vidssl.metrics import RUN_ID_ENV
 from vidssl.run_reports import fetch_report, report_markdown_key
 from vidssl.stages.base import store_for
+from vidssl.stages.inputs import check_local_inputs, gpu_stages
 from vidssl.stages.inspect import new_run_id
 from vidssl.store import StoreError
 
@@ -38,9 +40,39 @@ def compile_experiment(experiment: Experiment, out_dir: Path = BUILD_DIR / "pipe
     return package
 
 
+class PipelineFailed(RuntimeError):
+    """A local run's task failed; its own log, streamed above, ends with the error."""
+
+
+def check_local_machine(experiment: Experiment) -> None:
+    """Refuse a local run whose stages would not find their files here (every missing one
+    named by its config key); warn when stages sized for a GPU will run on the CPU."""
+    check_local_inputs(experiment)
+    wants_gpu = gpu_stages(experiment)
+    if wants_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                f"warning: {experiment.name} asks for a GPU for {', '.join(wants_gpu)} "
+                f"(cluster.<stage>.gpu) and this machine has none: those stages run on the "
+                "CPU, far slower than on the GPU they were sized for",
+                file=sys.stderr,
+            )
+
+
+def _pipeline_failure(exc: RuntimeError) -> PipelineFailed | None:
+    """kfp.local's RuntimeError for a failed task, as one plain line (None for other errors)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # kfp colours its task names
+    if "finished with status FAILURE" not in text:
+        return None
+    return PipelineFailed(f"{text} Its error ends that task's log, above.")
+
+
 def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
     from kfp import local
 
+    check_local_machine(experiment)
     store_for(experiment).check()  # fail now, in one line, if the store cannot be used
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -50,6 +82,11 @@ def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
     os.environ[RUN_ID_ENV] = run_id  # the run label of every metric (kfp.local's tasks inherit it)
     try:
         build(experiment)(run_id=run_id, force=force, metrics_grace_seconds=0.0)
+    except RuntimeError as exc:
+        failure = _pipeline_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if saved is None:
             os.environ.pop(RUN_ID_ENV)
@@ -128,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PipelineFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -239,6 +239,22 @@ def test_a_missing_base_is_named(experiment_dir):
     assert message == f"{orphan}: base: {nowhere} does not exist"
 
 
+def test_a_file_elsewhere_starts_from_a_shipped_experiment(experiment_dir, tmp_path):
+    _write(experiment_dir, "parent", BASE)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    kid = load_experiment(str(_write(mine, "kid", {"base": "parent", "ingest": {"fps": 2}})))
+    assert kid.name == "kid" and kid.ingest.fps == 2
+    assert kid.train.optimizer.base_lr == BASE["train"]["optimizer"]["base_lr"]
+    _write(mine, "orphan", {"base": "nowhere"})
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(str(mine / "orphan.yaml"))
+    assert str(caught.value) == (
+        f"{mine / 'orphan.yaml'}: base: neither {mine / 'nowhere.yaml'} nor "
+        f"{experiment_dir / 'nowhere.yaml'} exists"
+    )
+
+
 def test_a_base_is_an_experiment_name(experiment_dir):
     _write(experiment_dir, "odd", {**VALID, "base": ["parent"]})
     with pytest.raises(ConfigError, match=r"odd\.yaml: base: expected an experiment name"):

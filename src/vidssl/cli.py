@@ -59,6 +59,26 @@ def config_show(
     console.print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
 
 
+@config_app.command("check")
+def config_check(
+    experiment: str = typer.Argument(..., help="Experiment name or YAML path."),
+) -> None:
+    """Check that the experiment is valid and that every local file and folder its stages read
+    is here (each by its config key); exit status 2 naming the missing ones."""
+    from vidssl.stages.inputs import check_local_inputs, gpu_stages, local_inputs
+
+    exp = load_experiment(experiment)
+    inputs = local_inputs(exp)
+    for item in inputs:
+        console.print(item.line(), highlight=False)
+    if not inputs:
+        console.print(f"{exp.name} reads no local files (its data is generated or in the store)")
+    wants_gpu = gpu_stages(exp)
+    if wants_gpu:
+        console.print(f"GPU asked for by: {', '.join(wants_gpu)} (cluster.<stage>.gpu)")
+    check_local_inputs(exp)
+
+
 @app.command("synth-objectron")
 def synth_objectron(
     out: Path = typer.Option(..., "--out", help="Folder to write the dataset into."),

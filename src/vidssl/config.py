@@ -911,9 +911,10 @@ def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location) or "(top level)"
 
 
-#: An experiment file may start from another: `base: <name>` (looked up beside it), then only
-#: the keys that differ. Mappings merge key by key; a mapping with another `kind` (a different
-#: method, sampler or source) replaces the base's instead of merging with it.
+#: An experiment file may start from another: `base: <name>` (looked up beside it, then among
+#: the shipped experiments), then only the keys that differ. Mappings merge key by key; a
+#: mapping with another `kind` (a different method, sampler or source) replaces the base's
+#: instead of merging with it.
 BASE_KEY = "base"
 
 
@@ -967,8 +968,13 @@ def resolve_settings(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected an experiment name (got {base!r})")
     base_path = path.parent / f"{base}.yaml"
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: base: {base_path} does not exist")
+    if not base_path.is_file():  # a file of one's own elsewhere, on a shipped experiment
+        shipped = experiment_path(base)
+        if not shipped.is_file():
+            if shipped.resolve() == base_path.resolve():
+                raise ConfigError(f"{path}: base: {base_path} does not exist")
+            raise ConfigError(f"{path}: base: neither {base_path} nor {shipped} exists")
+        base_path = shipped
     inherited = resolve_settings(base_path, (*_chain, path.resolve()))
     inherited.pop("description", None)  # a description speaks for its own file only
     return merge_settings(inherited, raw)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from vidssl.config import Experiment
 from vidssl.stages import clean, flow, ingest, synth
 from vidssl.stages.graph import data_stages, needs_tracks
+from vidssl.stages.inputs import check_local_inputs
 
 #: How to run each data stage here: (experiment, the previous stage's URL or None) -> its URL.
 IN_PROCESS: dict[str, Callable[[Experiment, str | None], str]] = {
@@ -20,7 +21,9 @@ IN_PROCESS: dict[str, Callable[[Experiment, str | None], str]] = {
 
 
 def prepared_clips(experiment: Experiment) -> str:
-    """URL of the experiment's training clips (every stage cached by its digest)."""
+    """URL of the experiment's training clips (every stage cached by its digest); refused
+    first, naming every key, when a local file or folder its stages read is missing."""
+    check_local_inputs(experiment)
     url = None
     for stage in data_stages(experiment):
         url = IN_PROCESS[stage](experiment, url)
