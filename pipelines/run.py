@@ -8,11 +8,16 @@ python -m pipelines.run run EXP --runner kfp   -> compile, submit to $KFP_HOST (
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import re
 import sys
 import warnings
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 import kfp
 from kfp import compiler
@@ -41,7 +46,52 @@ def compile_experiment(experiment: Experiment, out_dir: Path = BUILD_DIR / "pipe
 
 
 class PipelineFailed(RuntimeError):
-    """A local run's task failed; its own log, streamed above, ends with the error."""
+    """A local run's task failed: which task, and the error its log ended with."""
+
+
+class RecentLines(io.TextIOBase):
+    """A text stream that writes through to `stream` and keeps its last `keep` lines: kfp.local
+    prints each task's log to stdout, and a failed task's error is among the last lines."""
+
+    def __init__(self, stream: TextIO, keep: int = 400) -> None:
+        self.stream = stream
+        self.lines: deque[str] = deque(maxlen=keep)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self.lines.extend(complete)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+#: The last line of a Python traceback: `ExceptionName: message` (kfp.local indents task logs).
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Diverged): .+")
+
+
+def last_error(lines: Iterable[str]) -> str | None:
+    """The last `SomeError: message` line among a task log's lines, stripped."""
+    errors = [line.strip() for line in lines if _EXCEPTION_LINE.match(line)]
+    return errors[-1] if errors else None
+
+
+def _ansi_free(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)  # kfp colours its task names
+
+
+def _pipeline_failure(exc: RuntimeError, log_lines: Iterable[str]) -> PipelineFailed | None:
+    """kfp.local's RuntimeError for a failed task, as one plain line with the error the task's
+    log ended with (None for other errors)."""
+    text = _ansi_free(str(exc))
+    if "finished with status FAILURE" not in text:
+        return None
+    error = last_error(_ansi_free(line) for line in log_lines)
+    if error is None:
+        return PipelineFailed(f"{text} Its error ends that task's log, above.")
+    return PipelineFailed(f"{text} {error} (the task's whole log is above)")
 
 
 def check_local_machine(experiment: Experiment) -> None:
@@ -61,14 +111,6 @@ def check_local_machine(experiment: Experiment) -> None:
             )
 
 
-def _pipeline_failure(exc: RuntimeError) -> PipelineFailed | None:
-    """kfp.local's RuntimeError for a failed task, as one plain line (None for other errors)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # kfp colours its task names
-    if "finished with status FAILURE" not in text:
-        return None
-    return PipelineFailed(f"{text} Its error ends that task's log, above.")
-
-
 def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
     from kfp import local
 
@@ -80,10 +122,12 @@ def run_local(experiment: Experiment, run_id: str, force: bool) -> str:
     )
     saved = os.environ.get(RUN_ID_ENV)
     os.environ[RUN_ID_ENV] = run_id  # the run label of every metric (kfp.local's tasks inherit it)
+    task_logs = RecentLines(sys.stdout)
     try:
-        build(experiment)(run_id=run_id, force=force, metrics_grace_seconds=0.0)
+        with contextlib.redirect_stdout(task_logs):
+            build(experiment)(run_id=run_id, force=force, metrics_grace_seconds=0.0)
     except RuntimeError as exc:
-        failure = _pipeline_failure(exc)
+        failure = _pipeline_failure(exc, task_logs.lines)
         if failure is None:
             raise
         raise failure from None

@@ -5,8 +5,6 @@ naming the task, not kfp.local's traceback."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import yaml
 
@@ -151,12 +149,45 @@ def test_a_failed_local_task_ends_in_one_plain_line(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     assert pipeline_runner.main(["run", str(path), "--runner", "local"]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"error: Pipeline 'vidssl-empty-folder' finished with status FAILURE\. Inner task "
-        r"failed: 'ingest' inside 'exit-handler-1'\. Its error ends that task's log, above\.",
-        last,
-    ), last
+    assert last == (
+        "error: Pipeline 'vidssl-empty-folder' finished with status FAILURE. Inner task failed: "
+        "'ingest' inside 'exit-handler-1'. FileNotFoundError: dataset.source (folder): no videos "
+        f"found under {empty} (the task's whole log is above)"
+    )
+
+
+def test_the_error_is_the_last_exception_line_of_the_task_logs():
+    log = [
+        "    [KFP Executor 2026-11-24 18:24:36,495 INFO]: Got executor_input:",
+        "ERROR vidssl.stages.ingest: skipping video: a.avi: truncated",
+        "    Traceback (most recent call last):",
+        "    vidssl.errors.InputError: first",
+        '      File "x.py", line 1, in <module>',
+        "    FileNotFoundError: /data/k400/annotations/train.csv: no such file",
+        "",
+        "18:24:38.157 - \x1b[91mERROR\x1b[0m - Task 'ingest' finished with status FAILURE",
+    ]
+    assert pipeline_runner.last_error(log) == (
+        "FileNotFoundError: /data/k400/annotations/train.csv: no such file"
+    )
+    assert pipeline_runner.last_error(log[:4]) == "vidssl.errors.InputError: first"
+    assert pipeline_runner.last_error(log[:3]) is None
+    failed = RuntimeError("Pipeline \x1b[95m'p'\x1b[0m finished with status FAILURE.")
+    assert str(pipeline_runner._pipeline_failure(failed, [])) == (
+        "Pipeline 'p' finished with status FAILURE. Its error ends that task's log, above."
+    )
+
+
+def test_recent_lines_writes_through_and_keeps_the_last_lines():
+    import io
+
+    out = io.StringIO()
+    recent = pipeline_runner.RecentLines(out, keep=2)
+    recent.write("one\ntw")
+    recent.write("o\nthree\nfour")
+    assert out.getvalue() == "one\ntwo\nthree\nfour"
+    assert list(recent.lines) == ["two", "three"]  # "four" has no newline yet
 
 
 def test_other_runtime_errors_are_not_taken_for_a_failed_task():
-    assert pipeline_runner._pipeline_failure(RuntimeError("CUDA out of memory")) is None
+    assert pipeline_runner._pipeline_failure(RuntimeError("CUDA out of memory"), []) is None
