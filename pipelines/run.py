@@ -27,7 +27,7 @@ from vidssl.config import ConfigError, Experiment, load_experiment
 from vidssl.metrics import RUN_ID_ENV
 from vidssl.run_reports import fetch_report, report_markdown_key
 from vidssl.stages.base import store_for
-from vidssl.stages.inputs import check_local_inputs, gpu_stages
+from vidssl.stages.inputs import check_local_inputs, cuda_required, gpu_stages
 from vidssl.stages.inspect import new_run_id
 from vidssl.store import StoreError
 
@@ -67,15 +67,48 @@ class RecentLines(io.TextIOBase):
     def flush(self) -> None:
         self.stream.flush()
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", None) or "utf-8"
 
-#: The last line of a Python traceback: `ExceptionName: message` (kfp.local indents task logs).
-_EXCEPTION_LINE = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Diverged): .+")
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
 
 
-def last_error(lines: Iterable[str]) -> str | None:
-    """The last `SomeError: message` line among a task log's lines, stripped."""
-    errors = [line.strip() for line in lines if _EXCEPTION_LINE.match(line)]
-    return errors[-1] if errors else None
+#: How many lines of a failed task's final exception the one-line summary keeps.
+ERROR_LINES = 12
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def task_error(lines: Iterable[str]) -> str | None:
+    """The exception a failed task's log ended with: the final exception of the last traceback
+    after the last `Executing task` line (kfp.local opens each task's log with it), its message
+    whole when it runs over several lines; None when that log holds no traceback."""
+    lines = list(lines)
+    opened = [i for i, line in enumerate(lines) if "Executing task" in line]
+    lines = lines[opened[-1] + 1 :] if opened else lines
+    tracebacks = [
+        i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"
+    ]
+    if not tracebacks:
+        return None
+    indent = _indent(lines[tracebacks[-1]])  # kfp.local indents the task's output
+    error: list[str] = []
+    for line in lines[tracebacks[-1] + 1 :]:
+        if not line.strip():
+            if error:
+                break
+        elif error or _indent(line) == indent:  # frames and their source lines are deeper
+            error.append(line[indent:])
+            if len(error) == ERROR_LINES:
+                break
+    return "\n".join(error) or None
 
 
 def _ansi_free(text: str) -> str:
@@ -88,7 +121,7 @@ def _pipeline_failure(exc: RuntimeError, log_lines: Iterable[str]) -> PipelineFa
     text = _ansi_free(str(exc))
     if "finished with status FAILURE" not in text:
         return None
-    error = last_error(_ansi_free(line) for line in log_lines)
+    error = task_error(_ansi_free(line) for line in log_lines)
     if error is None:
         return PipelineFailed(f"{text} Its error ends that task's log, above.")
     return PipelineFailed(f"{text} {error} (the task's whole log is above)")
@@ -96,19 +129,27 @@ def _pipeline_failure(exc: RuntimeError, log_lines: Iterable[str]) -> PipelineFa
 
 def check_local_machine(experiment: Experiment) -> None:
     """Refuse a local run whose stages would not find their files here (every missing one
-    named by its config key); warn when stages sized for a GPU will run on the CPU."""
+    named by its config key) or that names a CUDA device this machine lacks; warn when stages
+    sized for a GPU will run on the CPU."""
     check_local_inputs(experiment)
-    wants_gpu = gpu_stages(experiment)
-    if wants_gpu:
-        import torch
+    wants_cuda, wants_gpu = cuda_required(experiment), gpu_stages(experiment)
+    if not (wants_cuda or wants_gpu):
+        return
+    import torch
 
-        if not torch.cuda.is_available():
-            print(
-                f"warning: {experiment.name} asks for a GPU for {', '.join(wants_gpu)} "
-                f"(cluster.<stage>.gpu) and this machine has none: those stages run on the "
-                "CPU, far slower than on the GPU they were sized for",
-                file=sys.stderr,
-            )
+    if torch.cuda.is_available():
+        return
+    if wants_cuda:
+        raise ConfigError(
+            f"{', '.join(wants_cuda)}, and this machine has no CUDA device: set it to cpu (or "
+            "leave it unset: cuda where there is one) in an experiment file of your own"
+        )
+    print(
+        f"warning: {experiment.name} asks for a GPU for {', '.join(wants_gpu)} "
+        f"(cluster.<stage>.gpu) and this machine has none: those stages run on the "
+        "CPU, far slower than on the GPU they were sized for",
+        file=sys.stderr,
+    )
 
 
 def run_local(experiment: Experiment, run_id: str, force: bool) -> str:

@@ -246,6 +246,8 @@ def test_a_file_elsewhere_starts_from_a_shipped_experiment(experiment_dir, tmp_p
     kid = load_experiment(str(_write(mine, "kid", {"base": "parent", "ingest": {"fps": 2}})))
     assert kid.name == "kid" and kid.ingest.fps == 2
     assert kid.train.optimizer.base_lr == BASE["train"]["optimizer"]["base_lr"]
+    named_after = load_experiment(str(_write(mine, "parent", {"base": "parent"})))
+    assert named_after.train.batch_size == BASE["train"]["batch_size"]  # not a cycle
     _write(mine, "orphan", {"base": "nowhere"})
     with pytest.raises(ConfigError) as caught:
         load_experiment(str(mine / "orphan.yaml"))

@@ -967,14 +967,18 @@ def resolve_settings(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
         return raw
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected an experiment name (got {base!r})")
-    base_path = path.parent / f"{base}.yaml"
-    if not base_path.is_file():  # a file of one's own elsewhere, on a shipped experiment
-        shipped = experiment_path(base)
-        if not shipped.is_file():
-            if shipped.resolve() == base_path.resolve():
-                raise ConfigError(f"{path}: base: {base_path} does not exist")
-            raise ConfigError(f"{path}: base: neither {base_path} nor {shipped} exists")
-        base_path = shipped
+    # Beside the file, then among the shipped experiments (a file of one's own elsewhere, even
+    # one named after its base); a file naming itself is left to the cycle check.
+    beside, shipped = path.parent / f"{base}.yaml", experiment_path(base)
+    found = [p for p in (beside, shipped) if p.is_file() and p.resolve() != path.resolve()]
+    if found:
+        base_path = found[0]
+    elif path.resolve() in (beside.resolve(), shipped.resolve()):
+        base_path = path
+    elif beside.resolve() == shipped.resolve():
+        raise ConfigError(f"{path}: base: {beside} does not exist")
+    else:
+        raise ConfigError(f"{path}: base: neither {beside} nor {shipped} exists")
     inherited = resolve_settings(base_path, (*_chain, path.resolve()))
     inherited.pop("description", None)  # a description speaks for its own file only
     return merge_settings(inherited, raw)

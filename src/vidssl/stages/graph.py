@@ -45,6 +45,13 @@ class StageGraph:
     exports: tuple[ExportPlan, ...]
     tracks: bool = False
 
+    def stages(self) -> tuple[str, ...]:
+        """Every stage the pipeline runs tasks of, by `cluster:` stage name, in order (the
+        metrics clean-up task runs at the end of every run)."""
+        flow = ("flow",) if self.tracks else ()
+        trained = ("train", "export", "bench") if self.trains else ()
+        return (*self.data_stages, "inspect", *flow, *trained, "metrics")
+
 
 def data_stages(experiment: Experiment) -> tuple[str, ...]:
     """The stages that turn the dataset into the clips everything else reads, in order."""

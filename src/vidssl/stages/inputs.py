@@ -13,21 +13,24 @@ A dataset root given as `s3://bucket/prefix` is read through the store and not c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vidssl.config import CLUSTER_STAGES, ConfigError, Experiment
-from vidssl.stages.graph import needs_tracks
+from vidssl.config import ConfigError, Experiment
+from vidssl.stages.graph import INGEST, needs_tracks, stage_graph
 
 RAFT_ESTIMATORS = ("raft_small", "raft_large")
 
 
 @dataclass(frozen=True)
 class LocalInput:
-    """A file or folder a stage reads, under the config key that names it (`path` None: the key
-    is unset and the stage needs it)."""
+    """A file or folder that `stage` reads, under the config key that names it (`path` None: the
+    key is unset and the stage needs it). Dataset folders may be `file://` URLs (FileTree);
+    weight files are plain paths, as the stages open them."""
 
+    stage: str
     key: str
     path: str | None
     folder: bool = False
@@ -36,59 +39,52 @@ class LocalInput:
         """Why the stage cannot read it (None when it can)."""
         if self.path is None:
             return "not set, and a stage needs it (nothing is downloaded)"
-        path = _local_path(self.path)
-        if self.folder and not path.is_dir():
-            return "no such folder" if not path.exists() else "not a folder"
-        if not self.folder and not path.is_file():
-            return "no such file" if not path.exists() else "not a file"
-        return None
+        if self.folder:
+            parsed = urlparse(self.path)
+            path = Path(parsed.path if parsed.scheme == "file" else self.path)
+            return None if path.is_dir() else "not a folder" if path.exists() else "no such folder"
+        path = Path(self.path)
+        return None if path.is_file() else "not a file" if path.exists() else "no such file"
 
     def line(self) -> str:
         problem = self.problem()
         return f"{self.key}: {self.path or '(unset)'}" + (f" ({problem})" if problem else " (ok)")
 
 
-def _local_path(value: str) -> Path:
-    parsed = urlparse(value)
-    return Path(parsed.path) if parsed.scheme == "file" else Path(value)
-
-
-def _is_local(value: str) -> bool:
-    return urlparse(value).scheme in ("", "file")
-
-
-def local_inputs(experiment: Experiment) -> tuple[LocalInput, ...]:
-    """Every local file and folder the experiment's stages read, by config key, in stage order:
-    the dataset's folders (ingest), RAFT's weights (flow, when it runs), pretrained weights
-    (train) and the imagenet baseline's (export)."""
+def local_inputs(
+    experiment: Experiment, stages: Iterable[str] | None = None
+) -> tuple[LocalInput, ...]:
+    """Every local file and folder the experiment's stages read (those of `stages` only, when
+    given), by config key, in stage order: the dataset's folders (ingest; an `s3://` root is
+    the store's), RAFT's weights (flow, when it runs), pretrained weights (train) and the
+    imagenet baseline's (export)."""
     source = experiment.dataset.source
     inputs = [
-        LocalInput(f"dataset.source.{name}", getattr(source, name), folder=True)
+        LocalInput(INGEST, f"dataset.source.{name}", getattr(source, name), folder=True)
         for name in ("root", "annotations")
-        if isinstance(getattr(source, name, None), str) and _is_local(getattr(source, name))
+        if isinstance(getattr(source, name, None), str)
+        and urlparse(getattr(source, name)).scheme in ("", "file")
     ]
     if needs_tracks(experiment) and experiment.flow.estimator in RAFT_ESTIMATORS:
-        inputs.append(LocalInput("flow.weights", experiment.flow.weights))
+        inputs.append(LocalInput("flow", "flow.weights", experiment.flow.weights))
     train = experiment.train
     if train is not None:
         if train.weights:
-            inputs.append(LocalInput("train.weights", train.weights))
+            inputs.append(LocalInput("train", "train.weights", train.weights))
         checkpoint = getattr(train.method, "encoder_checkpoint", "")
         if checkpoint:
-            inputs.append(LocalInput("train.method.encoder_checkpoint", checkpoint))
+            inputs.append(LocalInput("train", "train.method.encoder_checkpoint", checkpoint))
         if "imagenet" in experiment.export.baselines:
-            inputs.append(LocalInput("export.imagenet_weights", experiment.export.imagenet_weights))
-    return tuple(inputs)
+            weights = experiment.export.imagenet_weights
+            inputs.append(LocalInput("export", "export.imagenet_weights", weights))
+    wanted = None if stages is None else set(stages)
+    return tuple(item for item in inputs if wanted is None or item.stage in wanted)
 
 
-def missing_inputs(experiment: Experiment) -> list[str]:
-    """`key: path (why)` for each local input a stage could not read; empty when all are there."""
-    return [item.line() for item in local_inputs(experiment) if item.problem()]
-
-
-def check_local_inputs(experiment: Experiment) -> None:
-    """A ConfigError naming every missing local input by its key, and the two ways on."""
-    missing = missing_inputs(experiment)
+def check_local_inputs(experiment: Experiment, stages: Iterable[str] | None = None) -> None:
+    """A ConfigError naming every missing local input (of `stages`, when given) by its key, and
+    the two ways on."""
+    missing = [item.line() for item in local_inputs(experiment, stages) if item.problem()]
     if not missing:
         return
     listed = "\n".join(f"  {line}" for line in missing)
@@ -101,5 +97,15 @@ def check_local_inputs(experiment: Experiment) -> None:
 
 
 def gpu_stages(experiment: Experiment) -> list[str]:
-    """The stages whose tasks ask for a GPU on a cluster (`cluster.<stage>.gpu`)."""
-    return [stage for stage in CLUSTER_STAGES if experiment.cluster.for_stage(stage).gpu]
+    """The stages the experiment runs whose tasks ask for a GPU on a cluster
+    (`cluster.<stage>.gpu`)."""
+    runs = stage_graph(experiment).stages()
+    return [stage for stage in runs if experiment.cluster.for_stage(stage).gpu]
+
+
+def cuda_required(experiment: Experiment) -> list[str]:
+    """The settings that name a CUDA device for a stage the experiment runs (`flow.device`)."""
+    device = experiment.flow.device or ""
+    if needs_tracks(experiment) and device.startswith("cuda"):
+        return [f"flow.device: {device}"]
+    return []

@@ -22,16 +22,18 @@ IN_PROCESS: dict[str, Callable[[Experiment, str | None], str]] = {
 
 def prepared_clips(experiment: Experiment) -> str:
     """URL of the experiment's training clips (every stage cached by its digest); refused
-    first, naming every key, when a local file or folder its stages read is missing."""
-    check_local_inputs(experiment)
+    first, naming every key, when a local file or folder these stages read is missing."""
+    stages = data_stages(experiment)
+    check_local_inputs(experiment, stages)
     url = None
-    for stage in data_stages(experiment):
+    for stage in stages:
         url = IN_PROCESS[stage](experiment, url)
     return url
 
 
 def prepared_tracks(experiment: Experiment, clips_url: str) -> str:
     """URL of the flow stage's tracks of `clips_url` (run here, cached by its digest)."""
+    check_local_inputs(experiment, ("flow",))
     return flow.run(experiment, clips_url).url
 
 
