@@ -257,6 +257,17 @@ def test_a_file_elsewhere_starts_from_a_shipped_experiment(experiment_dir, tmp_p
     )
 
 
+def test_shipped_experiments_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIDSSL_EXPERIMENTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no pipelines/experiments here: the checkout's are used
+    assert load_experiment("pico_k400").dataset.source.kind == "kinetics400"
+    (tmp_path / "pipelines" / "experiments").mkdir(parents=True)
+    _write(tmp_path / "pipelines" / "experiments", "local", VALID)
+    assert load_experiment("local").name == "tiny"  # the working directory's come first
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment("pico_k400")
+
+
 def test_a_base_is_an_experiment_name(experiment_dir):
     _write(experiment_dir, "odd", {**VALID, "base": ["parent"]})
     with pytest.raises(ConfigError, match=r"odd\.yaml: base: expected an experiment name"):

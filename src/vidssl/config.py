@@ -25,7 +25,8 @@ from pydantic import (
 
 from vidssl.errors import VidsslError
 
-#: Where `load_experiment("name")` looks; relative to the working directory unless absolute.
+#: Where `load_experiment("name")` looks (`experiments_dir`): this variable when set, else the
+#: default below, under the working directory or else under the source checkout.
 EXPERIMENTS_DIR_ENV = "VIDSSL_EXPERIMENTS_DIR"
 DEFAULT_EXPERIMENTS_DIR = "pipelines/experiments"
 #: Overrides `store.uri` (tests and laptops point it at file:// or another bucket).
@@ -903,8 +904,18 @@ def experiment_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         return candidate
-    directory = Path(os.environ.get(EXPERIMENTS_DIR_ENV, DEFAULT_EXPERIMENTS_DIR))
-    return directory / f"{name_or_path}.yaml"
+    return experiments_dir() / f"{name_or_path}.yaml"
+
+
+def experiments_dir() -> Path:
+    """Where experiments are looked up by name: $VIDSSL_EXPERIMENTS_DIR, else
+    `pipelines/experiments` under the working directory, else under the source checkout this
+    package runs from (so `vidssl config check pico_k400` works from any folder)."""
+    if os.environ.get(EXPERIMENTS_DIR_ENV):
+        return Path(os.environ[EXPERIMENTS_DIR_ENV])
+    here = Path(DEFAULT_EXPERIMENTS_DIR)
+    checkout = Path(__file__).resolve().parents[2] / DEFAULT_EXPERIMENTS_DIR
+    return checkout if not here.is_dir() and checkout.is_dir() else here
 
 
 def _key_path(location: tuple) -> str:
